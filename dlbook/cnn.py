@@ -1,0 +1,424 @@
+"""Convolutional networks, from the cross-correlation up to a small ResNet.
+
+Shapes use the book's legend: B batch, C channels, H and W height and
+width, K classes; ``kh, kw`` are kernel height and width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v, v)
+    if (not isinstance(v, (tuple, list)) or len(v) != 2
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in v)):
+        raise ValueError(f"{name} must be an int or a pair of ints; got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
+    r"""Output length of a convolution or pooling along one axis.
+
+    $N = \lfloor (W - F + 2P) / S \rfloor + 1$. When $(W - F + 2P)$ is not a
+    multiple of $S$, the last window would hang over the edge; PyTorch drops
+    it, which is the floor.
+
+    Raises:
+        ValueError: for non-positive sizes, negative padding, or a kernel
+            larger than the padded input.
+    """
+    for name, v, low in (("size", size, 1), ("kernel", kernel, 1), ("padding", padding, 0), ("stride", stride, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {v!r}")
+    if kernel > size + 2 * padding:
+        raise ValueError(f"kernel {kernel} is larger than the padded input {size} + 2*{padding}")
+    return (size - kernel + 2 * padding) // stride + 1
+
+
+def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """2-D cross-correlation of one image with one kernel, by two loops.
+
+    $Y[i, j] = \\sum_{a, b} X[i + a, j + b] \\, K[a, b]$
+
+    Shapes:
+        x: (H, W), k: (kh, kw) -> (H - kh + 1, W - kw + 1)
+    """
+    if x.dim() != 2 or k.dim() != 2:
+        raise ValueError(f"corr2d expects a 2-D image and a 2-D kernel; got {tuple(x.shape)} and {tuple(k.shape)}")
+    kh, kw = k.shape
+    H, W = x.shape
+    if kh > H or kw > W:
+        raise ValueError(f"kernel {tuple(k.shape)} is larger than the image {tuple(x.shape)}")
+    y = torch.zeros(H - kh + 1, W - kw + 1, dtype=torch.result_type(x, k), device=x.device)
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] = (x[i:i + kh, j:j + kw] * k).sum()
+    return y
+
+
+def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"expected input (B, C, H, W); got shape {tuple(x.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"expected weight (C_out, C_in, kh, kw); got shape {tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"input has {x.shape[1]} channels but the weight expects {weight.shape[1]}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"expected bias of shape ({weight.shape[0]},); got {tuple(bias.shape)}")
+
+
+def conv2d_loops(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 stride=1, padding=0) -> torch.Tensor:
+    """Multi-channel convolution (cross-correlation) with a loop over output pixels.
+
+    $Y[b, o, i, j] = \\text{bias}[o] + \\sum_{c, a, d} X[b, c, iS + a, jS + d] \\, W[o, c, a, d]$
+
+    Shapes:
+        x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw), bias: (C_out,)
+        -> (B, C_out, H_out, W_out)
+    """
+    _check_conv_args(x, weight, bias)
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
+    B, _, H, W = x.shape
+    C_out, _, kh, kw = weight.shape
+    H_out, W_out = conv_output_size(H, kh, 0, sh), conv_output_size(W, kw, 0, sw)
+    y = x.new_zeros(B, C_out, H_out, W_out)
+    for i in range(H_out):
+        for j in range(W_out):
+            window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]  # (B, C_in, kh, kw)
+            y[:, :, i, j] = torch.einsum("bcuv,ocuv->bo", window, weight)  # (B, C_out)
+    if bias is not None:
+        y = y + bias.view(1, C_out, 1, 1)
+    return y
+
+
+def conv2d_unfold(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  stride=1, padding=0) -> torch.Tensor:
+    """Convolution as one matrix product ("im2col").
+
+    Every kh x kw window of every input channel is laid out as a column of
+    length C_in*kh*kw; the kernels are the rows of a (C_out, C_in*kh*kw)
+    matrix, and one matmul computes every output pixel.
+
+    Shapes:
+        x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw) -> (B, C_out, H_out, W_out)
+    """
+    _check_conv_args(x, weight, bias)
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
+    B, C_in, H, W = x.shape
+    C_out, _, kh, kw = weight.shape
+    H_out, W_out = conv_output_size(H, kh, 0, sh), conv_output_size(W, kw, 0, sw)
+    patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C_in, H_out, W_out, kh, kw)
+    cols = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, H_out * W_out, C_in * kh * kw)  # (B, H_out*W_out, C_in*kh*kw)
+    y = cols @ weight.reshape(C_out, -1).T  # (B, H_out*W_out, C_out)
+    if bias is not None:
+        y = y + bias
+    return y.transpose(1, 2).reshape(B, C_out, H_out, W_out)  # (B, C_out, H_out, W_out)
+
+
+def pool2d(x: torch.Tensor, size: int = 2, stride: int | None = None, mode: str = "max") -> torch.Tensor:
+    """Max or average pooling, channel by channel, with no parameters.
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H_out, W_out)
+    """
+    if x.dim() != 4:
+        raise ValueError(f"pool2d expects (B, C, H, W); got shape {tuple(x.shape)}")
+    if mode not in ("max", "avg"):
+        raise ValueError(f"mode must be 'max' or 'avg'; got {mode!r}")
+    stride = size if stride is None else stride
+    conv_output_size(x.shape[2], size, 0, stride)  # validates the sizes
+    conv_output_size(x.shape[3], size, 0, stride)
+    windows = x.unfold(2, size, stride).unfold(3, size, stride)  # (B, C, H_out, W_out, size, size)
+    windows = windows.flatten(-2)  # (B, C, H_out, W_out, size*size)
+    return windows.amax(-1) if mode == "max" else windows.mean(-1)
+
+
+def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+               running_mean: torch.Tensor, running_var: torch.Tensor, training: bool,
+               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    r"""Batch normalization over (B, H, W) for each channel.
+
+    Training: $\hat x = (x - \mu_B) / \sqrt{\sigma_B^2 + \epsilon}$ with the
+    batch's own mean and (biased) variance, and the running statistics move
+    towards them: $r \leftarrow (1 - m) r + m \cdot s$, using the unbiased
+    variance for $r_{\text{var}}$, as PyTorch does. Evaluation: the running
+    statistics replace the batch's. Output $y = \gamma \hat x + \beta$.
+
+    ``running_mean`` and ``running_var`` are updated in place when training.
+
+    Shapes:
+        x: (B, C, H, W) or (B, C); gamma, beta, running_*: (C,)
+    """
+    if x.dim() not in (2, 4):
+        raise ValueError(f"batch_norm expects (B, C) or (B, C, H, W); got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if t.shape != (C,):
+            raise ValueError(f"{name} must have shape ({C},); got {tuple(t.shape)}")
+    dims = (0,) if x.dim() == 2 else (0, 2, 3)
+    shape = (1, C) if x.dim() == 2 else (1, C, 1, 1)
+    if training:
+        n = x.numel() // C
+        if n < 2:
+            raise ValueError("batch_norm in training needs more than one value per channel")
+        mean = x.mean(dim=dims)  # (C,)
+        var = x.var(dim=dims, unbiased=False)  # (C,)
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * mean)
+            running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
+    else:
+        mean, var = running_mean, running_var
+    x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
+    return gamma.view(shape) * x_hat + beta.view(shape)
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization with learnable scale and shift, from scratch.
+
+    Behaves like ``nn.BatchNorm2d`` (4-D input) or ``nn.BatchNorm1d`` (2-D).
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.gamma = nn.Parameter(torch.ones(num_features))
+        self.beta = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return batch_norm(x, self.gamma, self.beta, self.running_mean, self.running_var,
+                          self.training, self.momentum, self.eps)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) in its modern form, for 28x28 inputs.
+
+    Two 5x5 convolutions with pooling, then three fully connected layers.
+    ``modern=False`` gives the classic sigmoid/average-pool network;
+    ``modern=True`` uses ReLU, max pooling and batch normalization, which
+    train far faster. ``width`` scales the channels (6 and 16 for LeNet-5).
+
+    Shapes:
+        x: (B, 1, 28, 28) -> (B, K)
+    """
+
+    def __init__(self, num_classes: int = 10, modern: bool = True, width: tuple[int, int] = (6, 16),
+                 hidden: tuple[int, int] = (120, 84), dropout: float = 0.0):
+        super().__init__()
+        c1, c2 = width
+        act = nn.ReLU if modern else nn.Sigmoid
+        pool = nn.MaxPool2d if modern else nn.AvgPool2d
+        norm2d = (lambda c: nn.BatchNorm2d(c)) if modern else (lambda c: nn.Identity())
+        norm1d = (lambda c: nn.BatchNorm1d(c)) if modern else (lambda c: nn.Identity())
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 5, padding=2), norm2d(c1), act(), pool(2),  # (B, c1, 14, 14)
+            nn.Conv2d(c1, c2, 5), norm2d(c2), act(), pool(2),  # (B, c2, 5, 5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (B, c2*25)
+            nn.Linear(c2 * 25, hidden[0]), norm1d(hidden[0]), act(), nn.Dropout(dropout),
+            nn.Linear(hidden[0], hidden[1]), norm1d(hidden[1]), act(), nn.Dropout(dropout),
+            nn.Linear(hidden[1], num_classes),  # (B, K)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1:] != (1, 28, 28):
+            raise ValueError(f"LeNet expects (B, 1, 28, 28); got shape {tuple(x.shape)}")
+        return self.classifier(self.features(x))
+
+
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """VGG block: ``num_convs`` 3x3 convolutions (padding 1), then a 2x2 max pool.
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, H // 2, W // 2)
+    """
+    layers = []
+    for i in range(num_convs):
+        layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1)]
+        layers += [nn.BatchNorm2d(out_channels)] if batch_norm else []
+        layers += [nn.ReLU()]
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+              padding: int = 0) -> nn.Sequential:
+    """Network-in-Network block: one convolution, then two 1x1 convolutions.
+
+    The 1x1 convolutions act as a small MLP applied at every pixel.
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, H_out, W_out)
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding), nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(),
+    )
+
+
+class NiN(nn.Module):
+    """A small NiN for 28x28 images: no fully connected layer at all; the last
+    block has one channel per class and global average pooling reads them out.
+
+    Shapes:
+        x: (B, 1, 28, 28) -> (B, K)
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nin_block(1, width, 5, padding=2), nn.MaxPool2d(2),  # (B, width, 14, 14)
+            nin_block(width, 2 * width, 3, padding=1), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
+            nin_block(2 * width, num_classes, 3, padding=1),  # (B, K, 7, 7)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, K)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Inception(nn.Module):
+    """GoogLeNet's Inception block: four parallel paths, concatenated on channels.
+
+    Paths: 1x1 conv; 1x1 then 3x3; 1x1 then 5x5; 3x3 max pool then 1x1.
+    ``c2`` and ``c3`` are (reduce, out) pairs.
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, c1 + c2[1] + c3[1] + c4, H, W)
+    """
+
+    def __init__(self, in_channels: int, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int):
+        super().__init__()
+        self.p1 = nn.Sequential(nn.Conv2d(in_channels, c1, 1), nn.ReLU())
+        self.p2 = nn.Sequential(nn.Conv2d(in_channels, c2[0], 1), nn.ReLU(),
+                                nn.Conv2d(c2[0], c2[1], 3, padding=1), nn.ReLU())
+        self.p3 = nn.Sequential(nn.Conv2d(in_channels, c3[0], 1), nn.ReLU(),
+                                nn.Conv2d(c3[0], c3[1], 5, padding=2), nn.ReLU())
+        self.p4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+                                nn.Conv2d(in_channels, c4, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.p1(x), self.p2(x), self.p3(x), self.p4(x)], dim=1)
+
+
+class Residual(nn.Module):
+    """The basic residual block of ResNet: $y = \\mathrm{ReLU}(f(x) + s(x))$.
+
+    $f$ is 3x3 conv, BN, ReLU, 3x3 conv, BN. The shortcut $s$ is the identity,
+    or a 1x1 convolution (with BN) when the shape changes (stride or channels).
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.f = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
+        )
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.f(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """The bottleneck residual block: 1x1 (reduce), 3x3, 1x1 (expand), plus shortcut.
+
+    Cheaper than two 3x3 convolutions at the full width, which is why the
+    deep ResNets (50 layers and more) use it.
+
+    Shapes:
+        (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.f = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels), nn.ReLU(),
+            nn.Conv2d(mid_channels, mid_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(mid_channels), nn.ReLU(),
+            nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+        )
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.f(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet for 28x28 grey images.
+
+    A 3x3 stem, then one stage of ``blocks`` basic residual blocks per entry
+    of ``channels`` (each stage after the first halves H and W), global
+    average pooling and one linear layer.
+
+    Shapes:
+        x: (B, 1, 28, 28) -> (B, K)
+    """
+
+    def __init__(self, num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), blocks: int = 1):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels[0]), nn.ReLU())  # (B, c0, 28, 28)
+        stages, c_in = [], channels[0]
+        for i, c in enumerate(channels):
+            for b in range(blocks):
+                stages.append(Residual(c_in, c, stride=2 if (i > 0 and b == 0) else 1))
+                c_in = c
+        self.stages = nn.Sequential(*stages)  # (B, c_last, 28 / 2^(len-1), ...)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))  # (B, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_field(kernels: list[int], strides: list[int] | None = None) -> int:
+    """Receptive field of a stack of convolutions/poolings, in input pixels.
+
+    $r_L = 1 + \\sum_l (k_l - 1) \\prod_{m < l} s_m$
+    """
+    strides = strides or [1] * len(kernels)
+    if len(strides) != len(kernels):
+        raise ValueError(f"got {len(kernels)} kernels but {len(strides)} strides")
+    r, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        r += (k - 1) * jump
+        jump *= s
+    return r
+
+
+EDGE_KERNEL = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
+
+
+def mnist_classifier(num_classes: int = 10) -> LeNet:
+    """The book's MNIST classifier: a modern LeNet (16 and 32 channels, BN, dropout 0.1).
+
+    The CNN chapter trains it and saves it with :func:`dlbook.zoo.save_model`
+    under the name ``"mnist_cnn"``; later chapters rebuild it with this
+    function and load the weights.
+    """
+    return LeNet(num_classes, modern=True, width=(16, 32), hidden=(128, 84), dropout=0.1)

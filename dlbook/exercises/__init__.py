@@ -1,0 +1,91 @@
+"""Checked exercises.
+
+Each exercise has a key such as ``"cnn.output_size"`` and a checker kept in
+this package. :func:`check` runs the checker on a reader's answer and prints
+a pass with a short explanation, or a fail with a hint; it never prints the
+solution.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_REGISTRY: dict[str, "Exercise"] = {}
+_TOPICS = ("cnn",)  # modules of dlbook.exercises that define exercises
+
+
+class Wrong(Exception):
+    """Raised by a checker: the answer is wrong; the message is the hint."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    key: str
+    prompt: str
+    checker: Callable[[Any], None]
+    explanation: str
+
+
+@dataclass(frozen=True)
+class Result:
+    key: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.key}: {self.message}"
+
+
+def exercise(key: str, prompt: str, explanation: str):
+    """Decorator: register ``checker`` as the test of exercise ``key``."""
+    def register(checker: Callable[[Any], None]) -> Callable[[Any], None]:
+        if key in _REGISTRY:
+            raise ValueError(f"exercise {key!r} is defined twice")
+        _REGISTRY[key] = Exercise(key, prompt, checker, explanation)
+        return checker
+    return register
+
+
+def _load_all() -> None:
+    for topic in _TOPICS:
+        importlib.import_module(f"{__name__}.{topic}")
+
+
+def keys() -> list[str]:
+    """All exercise keys."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(key: str) -> Exercise:
+    _load_all()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown exercise {key!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def check(key: str, answer: Any, verbose: bool = True) -> Result:
+    """Check ``answer`` to exercise ``key``; print and return the verdict.
+
+    A wrong answer gives a hint; an answer that raises (for example the
+    ``NotImplementedError`` of a student stub) says what it raised.
+    """
+    ex = get(key)
+    try:
+        ex.checker(answer)
+    except Wrong as hint:
+        result = Result(key, False, f"not yet. Hint: {hint}")
+    except NotImplementedError:
+        result = Result(key, False, "not yet: the answer still raises NotImplementedError. Fill it in and run the cell again.")
+    except Exception as err:  # noqa: BLE001 - a reader's code may raise anything
+        result = Result(key, False, f"your answer raised {type(err).__name__}: {err}")
+    else:
+        result = Result(key, True, ex.explanation)
+    if verbose:
+        print(f"{'PASS' if result.passed else 'FAIL'} [{key}] {result.message}")
+    return result
