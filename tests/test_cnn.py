@@ -1,0 +1,415 @@
+"""dlbook.cnn: parity with PyTorch, golden numbers, shapes and validation."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlbook import cnn
+
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+# conv_output_size -------------------------------------------------------------
+
+def test_conv_output_size_matches_nn_conv2d_on_a_grid():
+    checked = 0
+    for W, Fk, P, S in itertools.product(range(1, 10), range(1, 6), range(3), range(1, 4)):
+        if Fk > W + 2 * P:
+            with pytest.raises(ValueError, match="larger"):
+                cnn.conv_output_size(W, Fk, P, S)
+            continue
+        conv = nn.Conv2d(1, 1, Fk, stride=S, padding=P, bias=False)
+        with torch.no_grad():
+            actual = conv(torch.zeros(1, 1, W, W)).shape[-1]
+        assert cnn.conv_output_size(W, Fk, P, S) == actual, (W, Fk, P, S)
+        checked += 1
+    assert checked > 300
+
+
+@pytest.mark.parametrize("W, F_, P, S, expected", [
+    (28, 5, 2, 1, 28), (28, 2, 0, 2, 14), (10, 5, 0, 1, 6), (227, 11, 0, 4, 55), (7, 3, 0, 2, 3),
+    (8, 3, 0, 2, 3),  # floor: the last window would hang over
+    (224, 7, 3, 2, 112),
+])
+def test_conv_output_size_golden(W, F_, P, S, expected):
+    assert cnn.conv_output_size(W, F_, P, S) == expected
+
+
+@pytest.mark.parametrize("args", [
+    (0, 1), (5, 0), (5, 3, -1), (5, 3, 0, 0), (5, 6), (5, 8, 1), (5.0, 3), (5, 3, 0, 1.5),
+    (True, 1), (5, "3"),
+])
+def test_conv_output_size_rejects_bad_input(args):
+    with pytest.raises(ValueError):
+        cnn.conv_output_size(*args)
+
+
+# corr2d -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("H, W, kh, kw", [(5, 5, 3, 3), (6, 4, 2, 3), (3, 7, 3, 1), (4, 4, 4, 4), (1, 5, 1, 2)])
+def test_corr2d_matches_conv2d(H, W, kh, kw):
+    x, k = torch.randn(H, W), torch.randn(kh, kw)
+    expected = F.conv2d(x[None, None], k[None, None])[0, 0]
+    assert torch.allclose(cnn.corr2d(x, k), expected, atol=ATOL)
+
+
+def test_corr2d_golden_and_edge_kernel():
+    x = torch.arange(9.0).view(3, 3)
+    k = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert torch.equal(cnn.corr2d(x, k), torch.tensor([[19.0, 25.0], [37.0, 43.0]]))  # d2l's example
+    flat = torch.full((5, 5), 3.0)
+    assert torch.equal(cnn.corr2d(flat, cnn.EDGE_KERNEL), torch.zeros(3, 3))  # no edges, no response
+    assert cnn.EDGE_KERNEL.sum() == 0
+
+
+def test_corr2d_validation():
+    with pytest.raises(ValueError, match="2-D"):
+        cnn.corr2d(torch.zeros(1, 3, 3), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="larger"):
+        cnn.corr2d(torch.zeros(2, 2), torch.zeros(3, 1))
+
+
+# conv2d_loops and conv2d_unfold -------------------------------------------------
+
+CONV_CASES = [
+    # B, C_in, C_out, H, W, kh, kw, stride, padding
+    (2, 3, 4, 7, 6, 3, 3, 1, 0),
+    (1, 1, 1, 5, 5, 5, 5, 1, 0),
+    (2, 2, 3, 8, 9, 3, 2, 2, 1),
+    (3, 4, 2, 6, 6, 1, 1, 1, 0),
+    (1, 2, 5, 9, 7, 3, 5, (2, 1), (1, 2)),
+    (2, 3, 2, 5, 8, 2, 4, (1, 3), (0, 1)),
+    (1, 1, 2, 4, 4, 3, 3, 3, 2),
+    (2, 2, 2, 6, 5, 3, 3, [2, 2], [1, 0]),
+]
+
+
+@pytest.mark.parametrize("impl", [cnn.conv2d_loops, cnn.conv2d_unfold])
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_matches_pytorch(impl, case, bias):
+    B, C_in, C_out, H, W, kh, kw, stride, padding = case
+    x = torch.randn(B, C_in, H, W)
+    weight = torch.randn(C_out, C_in, kh, kw)
+    b = torch.randn(C_out) if bias else None
+    expected = F.conv2d(x, weight, b, stride=tuple(stride) if isinstance(stride, list) else stride,
+                        padding=tuple(padding) if isinstance(padding, list) else padding)
+    got = impl(x, weight, b, stride=stride, padding=padding)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("impl", [cnn.conv2d_loops, cnn.conv2d_unfold])
+def test_conv2d_gradients_match_pytorch(impl):
+    x = torch.randn(2, 3, 6, 5, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    bias = torch.randn(4, requires_grad=True)
+    grads = []
+    for f in (impl, F.conv2d):
+        out = f(x, weight, bias, stride=2, padding=1)
+        grads.append(torch.autograd.grad((out ** 2).sum(), (x, weight, bias)))
+    for ours, theirs in zip(*grads):
+        assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", [cnn.conv2d_loops, cnn.conv2d_unfold])
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((torch.zeros(3, 5, 5), torch.zeros(1, 3, 3, 3)), {}, "B, C, H, W"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(3, 3, 3)), {}, "C_out, C_in"),
+    ((torch.zeros(1, 2, 5, 5), torch.zeros(1, 3, 3, 3)), {}, "channels"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(2, 3, 3, 3), torch.zeros(3)), {}, "bias"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(2, 3, 3, 3)), dict(stride=(1, 2, 3)), "stride"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(2, 3, 3, 3)), dict(stride=1.5), "stride"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(2, 3, 3, 3)), dict(padding="same"), "padding"),
+    ((torch.zeros(1, 3, 5, 5), torch.zeros(2, 3, 3, 3)), dict(stride=0), "stride"),
+    ((torch.zeros(1, 3, 2, 5), torch.zeros(2, 3, 3, 3)), {}, "larger"),
+])
+def test_conv2d_validation(impl, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        impl(*args, **kwargs)
+
+
+def test_1x1_convolution_is_a_linear_layer_per_pixel():
+    B, C_in, C_out, H, W = 2, 5, 3, 4, 6
+    conv = nn.Conv2d(C_in, C_out, 1)
+    linear = nn.Linear(C_in, C_out)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.view(C_out, C_in))
+        linear.bias.copy_(conv.bias)
+    x = torch.randn(B, C_in, H, W)
+    per_pixel = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C_out, H, W)
+    assert torch.allclose(conv(x), per_pixel, atol=ATOL)
+    assert torch.allclose(cnn.conv2d_unfold(x, conv.weight, conv.bias), per_pixel, atol=ATOL)
+    assert torch.allclose(cnn.conv2d_loops(x, conv.weight, conv.bias), per_pixel, atol=ATOL)
+
+
+# pooling ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, size, stride", [
+    ((2, 3, 8, 8), 2, None), ((1, 2, 7, 9), 3, 2), ((2, 1, 6, 5), 2, 1), ((1, 1, 5, 5), 5, None),
+    ((1, 2, 9, 9), 3, 3), ((1, 1, 7, 7), 2, 3),
+])
+def test_pool2d_matches_pytorch(shape, size, stride):
+    x = torch.randn(shape)
+    s = size if stride is None else stride
+    assert torch.equal(cnn.pool2d(x, size, stride, "max"), F.max_pool2d(x, size, s))
+    assert torch.allclose(cnn.pool2d(x, size, stride, "avg"), F.avg_pool2d(x, size, s), atol=ATOL)
+
+
+def test_pool2d_gradient_matches_pytorch():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    ours = torch.autograd.grad(cnn.pool2d(x, 2, mode="max").sum(), x)[0]
+    theirs = torch.autograd.grad(F.max_pool2d(x, 2).sum(), x)[0]
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("x, kwargs, match", [
+    (torch.zeros(3, 4, 4), {}, "B, C, H, W"),
+    (torch.zeros(1, 1, 4, 4), dict(mode="min"), "mode"),
+    (torch.zeros(1, 1, 4, 4), dict(size=5), "larger"),
+    (torch.zeros(1, 1, 4, 4), dict(size=0), "kernel"),
+    (torch.zeros(1, 1, 4, 4), dict(stride=0), "stride"),
+])
+def test_pool2d_validation(x, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cnn.pool2d(x, **kwargs)
+
+
+# batch normalization --------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, reference", [((8, 3, 5, 4), nn.BatchNorm2d), ((16, 6), nn.BatchNorm1d)])
+@pytest.mark.parametrize("momentum", [0.1, 0.3])
+def test_batchnorm_matches_pytorch(shape, reference, momentum):
+    C = shape[1]
+    ours, theirs = cnn.BatchNorm(C, momentum=momentum), reference(C, momentum=momentum)
+    with torch.no_grad():
+        gamma, beta = torch.rand(C) + 0.5, torch.randn(C)
+        ours.gamma.copy_(gamma), ours.beta.copy_(beta)
+        theirs.weight.copy_(gamma), theirs.bias.copy_(beta)
+    for step in range(4):  # training mode: batch statistics, running averages move
+        x = torch.randn(shape) * (step + 1) + step
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-5)
+    assert torch.allclose(ours.running_var, theirs.running_var, atol=1e-5)
+    assert not torch.allclose(ours.running_var, torch.ones(C))  # they did move
+    ours.eval(), theirs.eval()
+    x = torch.randn(shape) * 3
+    before = ours.running_mean.clone()
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    assert torch.equal(ours.running_mean, before)  # eval does not update
+
+
+def test_batchnorm_gradients_match_pytorch():
+    C = 3
+    ours, theirs = cnn.BatchNorm(C), nn.BatchNorm2d(C)
+    with torch.no_grad():
+        ours.gamma.copy_(torch.tensor([0.5, 1.5, 2.0])), theirs.weight.copy_(ours.gamma)
+        ours.beta.copy_(torch.tensor([0.1, -0.2, 0.3])), theirs.bias.copy_(ours.beta)
+    x = torch.randn(4, C, 5, 5)
+    target = torch.randn(4, C, 5, 5)
+    grads = []
+    for module in (ours, theirs):
+        xi = x.clone().requires_grad_(True)
+        loss = ((module(xi) - target) ** 3).mean()
+        params = [module.gamma, module.beta] if module is ours else [module.weight, module.bias]
+        grads.append(torch.autograd.grad(loss, [xi, *params]))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_batch_norm_function_golden():
+    x = torch.tensor([[1.0], [3.0]])  # (B=2, C=1): mean 2, biased var 1, unbiased var 2
+    rm, rv = torch.zeros(1), torch.ones(1)
+    y = cnn.batch_norm(x, torch.ones(1), torch.zeros(1), rm, rv, training=True, momentum=0.5, eps=0.0)
+    assert torch.allclose(y, torch.tensor([[-1.0], [1.0]]))
+    assert torch.allclose(rm, torch.tensor([1.0])) and torch.allclose(rv, torch.tensor([1.5]))
+    y = cnn.batch_norm(x, torch.full((1,), 2.0), torch.ones(1), rm, rv, training=False, eps=0.0)
+    assert torch.allclose(y, 2 * (x - 1) / 1.5 ** 0.5 + 1)
+
+
+@pytest.mark.parametrize("x, C, training, match", [
+    (torch.zeros(2, 3, 4), 3, True, r"\(B, C\)"),
+    (torch.zeros(2, 3), 4, True, "gamma"),
+    (torch.zeros(1, 3), 3, True, "more than one"),
+    (torch.zeros(1, 3, 1, 1), 3, True, "more than one"),
+])
+def test_batch_norm_validation(x, C, training, match):
+    with pytest.raises(ValueError, match=match):
+        cnn.batch_norm(x, torch.ones(C), torch.zeros(C), torch.zeros(C), torch.ones(C), training)
+
+
+def test_batch_norm_single_example_is_fine_in_eval():
+    bn = cnn.BatchNorm(3).eval()
+    assert bn(torch.randn(1, 3)).shape == (1, 3)
+
+
+# receptive field ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kernels, strides, expected", [
+    ([3], None, 3), ([3, 3], None, 5), ([3, 3, 3], None, 7), ([7], None, 7),
+    ([5, 2, 5, 2], [1, 2, 1, 2], 16),  # LeNet: conv5, pool2, conv5, pool2
+    ([3, 3, 2, 3, 3, 2], [1, 1, 2, 1, 1, 2], 16),  # two VGG blocks of two convs
+    ([2, 2, 2], [2, 2, 2], 8),
+    ([], None, 1),
+])
+def test_receptive_field_golden(kernels, strides, expected):
+    assert cnn.receptive_field(kernels, strides) == expected
+
+
+def test_receptive_field_by_autograd():
+    """The input pixels one output pixel depends on, found by backpropagation."""
+    kernels, strides = [3, 2, 5, 3], [1, 2, 2, 1]
+    layers = [nn.Conv2d(1, 1, k, s, bias=False) for k, s in zip(kernels, strides)]
+    for layer in layers:
+        nn.init.constant_(layer.weight, 1.0)
+    x = torch.ones(1, 1, 64, 64, requires_grad=True)
+    y = nn.Sequential(*layers)(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows = x.grad[0, 0].abs().sum(1).nonzero()
+    assert int(rows.max() - rows.min() + 1) == cnn.receptive_field(kernels, strides) == 20
+
+
+def test_receptive_field_length_mismatch():
+    with pytest.raises(ValueError, match="2 kernels but 1 strides"):
+        cnn.receptive_field([3, 3], [1])
+
+
+@pytest.mark.parametrize("kernels, strides", [([0], None), ([3, -1], None), ([3, 3], [1, 0]), ([3], [])])
+def test_receptive_field_rejects_bad_input(kernels, strides):
+    with pytest.raises(ValueError):
+        cnn.receptive_field(kernels, strides)
+
+
+# architectures: shapes ----------------------------------------------------------
+
+@pytest.mark.parametrize("modern", [True, False])
+def test_lenet_shapes(modern):
+    net = cnn.LeNet(modern=modern, dropout=0.1)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert net.features(torch.randn(2, 1, 28, 28)).shape == (2, 16, 5, 5)
+    assert cnn.LeNet(num_classes=3, width=(4, 8), hidden=(20, 10))(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+
+
+def test_lenet_classic_and_modern_layers():
+    classic, modern = cnn.LeNet(modern=False), cnn.LeNet(modern=True)
+    kinds = lambda m: {type(layer) for layer in m.modules()}  # noqa: E731
+    assert {nn.Sigmoid, nn.AvgPool2d} <= kinds(classic) and not {nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d} & kinds(classic)
+    assert {nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d, nn.BatchNorm1d} <= kinds(modern) and nn.Sigmoid not in kinds(modern)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 32, 32), (2, 3, 28, 28), (1, 28, 28), (2, 1, 28, 27)])
+def test_lenet_rejects_other_shapes(shape):
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        cnn.LeNet()(torch.randn(shape))
+
+
+@pytest.mark.parametrize("num_convs, bn", [(1, True), (2, False), (3, True)])
+def test_vgg_block(num_convs, bn):
+    block = cnn.vgg_block(num_convs, 3, 8, batch_norm=bn)
+    assert block(torch.randn(2, 3, 12, 10)).shape == (2, 8, 6, 5)
+    assert sum(isinstance(m, nn.Conv2d) for m in block) == num_convs
+    assert any(isinstance(m, nn.BatchNorm2d) for m in block) == bn
+
+
+def test_nin_block_and_nin():
+    block = cnn.nin_block(3, 6, kernel_size=5, stride=2, padding=1)
+    assert block(torch.randn(2, 3, 15, 15)).shape == (2, 6, 7, 7)
+    assert [m.kernel_size for m in block if isinstance(m, nn.Conv2d)] == [(5, 5), (1, 1), (1, 1)]
+    net = cnn.NiN(num_classes=7, width=4)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    assert not any(isinstance(m, nn.Linear) for m in net.modules())  # no fully connected layer
+
+
+def test_inception_shape_and_paths():
+    block = cnn.Inception(6, 4, (3, 5), (2, 3), 2)
+    x = torch.randn(2, 6, 9, 7)
+    y = block(x)
+    assert y.shape == (2, 4 + 5 + 3 + 2, 9, 7)
+    assert torch.equal(y[:, :4], block.p1(x)) and torch.equal(y[:, 12:], block.p4(x))
+
+
+@pytest.mark.parametrize("c_in, c_out, stride, projection, out_hw", [
+    (4, 4, 1, False, 8), (4, 8, 1, True, 8), (4, 4, 2, True, 4), (4, 8, 2, True, 4),
+])
+def test_residual(c_in, c_out, stride, projection, out_hw):
+    block = cnn.Residual(c_in, c_out, stride)
+    assert isinstance(block.shortcut, nn.Identity) != projection
+    x = torch.randn(2, c_in, 8, 8)
+    y = block(x)
+    assert y.shape == (2, c_out, out_hw, out_hw)
+    assert torch.all(y >= 0)
+    assert torch.equal(y, F.relu(block.f(x) + block.shortcut(x)))
+
+
+def test_residual_identity_passes_the_input_through():
+    block = cnn.Residual(3, 3)
+    nn.init.zeros_(block.f[-1].weight)  # last BatchNorm's gamma = 0: f(x) = beta = 0
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.allclose(block(x), F.relu(x))
+
+
+@pytest.mark.parametrize("c_in, mid, c_out, stride, projection", [
+    (16, 4, 16, 1, False), (8, 4, 16, 1, True), (16, 4, 16, 2, True),
+])
+def test_bottleneck(c_in, mid, c_out, stride, projection):
+    block = cnn.Bottleneck(c_in, mid, c_out, stride)
+    assert isinstance(block.shortcut, nn.Identity) != projection
+    assert block(torch.randn(2, c_in, 8, 8)).shape == (2, c_out, 8 // stride, 8 // stride)
+    convs = [m for m in block.f if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (1, 1)]
+
+
+@pytest.mark.parametrize("channels, blocks, final_hw", [((4, 8, 16), 1, 7), ((4,), 2, 28), ((4, 8), 2, 14)])
+def test_resnet(channels, blocks, final_hw):
+    net = cnn.ResNet(num_classes=5, channels=channels, blocks=blocks)
+    x = torch.randn(2, 1, 28, 28)
+    assert net(x).shape == (2, 5)
+    assert net.stages(net.stem(x)).shape == (2, channels[-1], final_hw, final_hw)
+    assert len(net.stages) == len(channels) * blocks
+
+
+# parameter counts: golden numbers, computed by hand ---------------------------------
+
+def test_count_parameters_classic_lenet5():
+    # conv1 1->6, 5x5: 6*25+6 = 156; conv2 6->16, 5x5: 16*150+16 = 2,416;
+    # fc 400->120: 48,120; 120->84: 10,164; 84->10: 850. Sum: 61,706.
+    assert cnn.count_parameters(cnn.LeNet(modern=False)) == 61_706
+
+
+def test_count_parameters_modern_lenet():
+    # + BatchNorm gamma and beta: 2*(6 + 16 + 120 + 84) = 452
+    assert cnn.count_parameters(cnn.LeNet(modern=True)) == 61_706 + 452
+
+
+def test_count_parameters_inception_3a():
+    # GoogLeNet's inception (3a): 192 -> 64 + 128 + 32 + 32 = 256 channels.
+    # 1x1: 192*64+64 = 12,352; 1x1 reduce 192*96+96 = 18,528, 3x3 96*128*9+128 = 110,720;
+    # 1x1 reduce 192*16+16 = 3,088, 5x5 16*32*25+32 = 12,832; pool proj 192*32+32 = 6,176.
+    block = cnn.Inception(192, 64, (96, 128), (16, 32), 32)
+    assert cnn.count_parameters(block) == 163_696
+    assert block(torch.randn(1, 192, 4, 4)).shape == (1, 256, 4, 4)
+
+
+def test_count_parameters_residual_blocks():
+    # identity, 4->4: two 3x3 convs without bias 2*144 + two BNs 2*8 = 304
+    assert cnn.count_parameters(cnn.Residual(4, 4)) == 304
+    # projection, 4->8 stride 2: 288 + 16 + 576 + 16 + 1x1 conv 32 + BN 16 = 944
+    assert cnn.count_parameters(cnn.Residual(4, 8, stride=2)) == 944
+    # bottleneck 16->4->16: 64 + 8 + 144 + 8 + 64 + 32 = 320
+    assert cnn.count_parameters(cnn.Bottleneck(16, 4, 16)) == 320
+
+
+def test_count_parameters_agrees_with_a_formula_and_skips_frozen():
+    conv = nn.Conv2d(3, 8, 5)
+    assert cnn.count_parameters(conv) == 8 * (3 * 25 + 1)
+    conv.bias.requires_grad_(False)
+    assert cnn.count_parameters(conv) == 8 * 3 * 25
+    assert cnn.count_parameters(nn.ReLU()) == 0

@@ -1,0 +1,157 @@
+"""dlbook.exercises: every exercise passes a right answer, fails wrong ones
+with a hint, and never prints its solution."""
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlbook import exercises
+
+
+def check(key, answer, capsys):
+    result = exercises.check(key, answer)
+    out = capsys.readouterr().out
+    return result, out
+
+
+# The right answers, as a reader would write them ---------------------------------
+
+def _conv1x1(x, weight):
+    B, C_in, H, W = x.shape
+    y = weight @ x.reshape(B, C_in, H * W)  # (B, C_out, H*W)
+    return y.reshape(B, -1, H, W)
+
+
+RIGHT = {
+    "cnn.output_size": lambda W, F, P, S: (W - F + 2 * P) // S + 1,
+    "cnn.param_count": lambda c_in, c_out, k: c_out * (c_in * k * k + 1),
+    "cnn.conv1x1": _conv1x1,
+    "cnn.receptive_field": 7,
+}
+
+# Typical mistakes, each with a fragment the hint must contain ------------------
+WRONG = {
+    "cnn.output_size": [
+        (lambda W, F, P, S: math.ceil((W - F + 2 * P) / S) + 1, "hang over the edge"),
+        (lambda W, F, P, S: (W - F + 2 * P) / S + 1, "hang over the edge"),
+        (lambda W, F, P, S: (W - F + P) // S + 1, "positions"),
+        (lambda W, F, P, S: W - F + 2 * P + 1, "positions"),
+        (lambda W, F, P, S: (W - F) // S + 1, "positions"),
+        (28, "function"),
+    ],
+    "cnn.param_count": [
+        (lambda c_in, c_out, k: c_out * c_in * k * k, "bias"),
+        (lambda c_in, c_out, k: c_out * (k * k + 1), "input channels"),
+        (lambda c_in, c_out, k: c_in * c_out * k + c_out, "input channels"),
+        ("c_out * (c_in * k * k + 1)", "function"),
+    ],
+    "cnn.conv1x1": [
+        (lambda x, w: w @ x.flatten(2), "shape"),  # forgot to reshape back
+        (lambda x, w: (w @ x.flatten(2)).reshape(x.shape[0], -1, x.shape[3], x.shape[2]), "shape"),  # H and W swapped
+        (lambda x, w: (w @ x.transpose(2, 3).flatten(2)).reshape(x.shape[0], -1, *x.shape[2:]), "values"),  # pixels scrambled
+        (lambda x, w: (w @ x.flatten(2)).reshape(x.shape[0], -1, *x.shape[2:]) + 1, "values"),  # a bias from nowhere
+        (lambda x, w: torch.ones(3).numpy(), "tensor"),
+        (None, "function"),
+    ],
+    "cnn.receptive_field": [
+        (9, "3x3"), (6, "3x3"), (5, "3x3"), (27, "3x3"), (49, "3x3"), (3, "3x3"),
+        (7.0, "whole number"), ("7", "whole number"), (True, "whole number"),
+    ],
+}
+
+# What a hint must never print: the explanation, and the formula in a few spellings
+SECRETS = {
+    "cnn.output_size": ["floor((W - F + 2P) / S) + 1", "(W - F + 2P) / S", "(W-F+2P)/S", "// S + 1", "/ S) + 1"],
+    "cnn.param_count": ["c_out * (c_in * k * k + 1)", "c_in * k * k + 1", "c_in*k*k+1"],
+    "cnn.conv1x1": ["C_out x C_in matrix", "over channels"],
+    "cnn.receptive_field": ["7"],
+}
+
+
+def test_the_registry_is_what_these_tests_cover():
+    assert exercises.keys() == sorted(RIGHT) == sorted(WRONG) == sorted(SECRETS)
+
+
+@pytest.mark.parametrize("key", sorted(RIGHT))
+def test_right_answer_passes(key, capsys):
+    result, out = check(key, RIGHT[key], capsys)
+    assert result.passed and bool(result) is True
+    assert out.startswith(f"PASS [{key}]")
+    assert result.message == exercises.get(key).explanation
+    assert repr(result).startswith(f"PASS {key}")
+
+
+@pytest.mark.parametrize("key, answer, hint", [
+    (key, answer, hint) for key, cases in WRONG.items() for answer, hint in cases
+])
+def test_wrong_answer_fails_with_a_hint_and_no_solution(key, answer, hint, capsys):
+    result, out = check(key, answer, capsys)
+    assert not result.passed and not bool(result)
+    assert out.startswith(f"FAIL [{key}] not yet. Hint:")
+    assert hint in out
+    assert exercises.get(key).explanation not in out
+    for secret in SECRETS[key]:
+        assert secret not in out, f"the hint gives away {secret!r}"
+
+
+def test_secrets_are_really_in_the_explanations():
+    """The strings the hints must not print are the solutions."""
+    for key, secrets in SECRETS.items():
+        assert secrets[0] in exercises.get(key).explanation, key
+
+
+def test_output_size_hint_uses_a_failing_case(capsys):
+    result, _ = check("cnn.output_size", lambda W, F, P, S: (W - F + 2 * P) // S + 2, capsys)
+    m = re.search(r"W=(\d+), F=(\d+), P=(\d+), S=(\d+) you return (\d+)", result.message)
+    W, Fk, P, S, got = map(int, m.groups())
+    assert got != (W - Fk + 2 * P) // S + 1
+
+
+def test_conv1x1_right_answer_matches_conv2d():
+    x, w = torch.randn(2, 3, 4, 5), torch.randn(6, 3)
+    assert torch.allclose(_conv1x1(x, w), F.conv2d(x, w[:, :, None, None]), atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["cnn.output_size", "cnn.param_count", "cnn.conv1x1"])
+def test_student_stub_is_not_yet(key, capsys):
+    def stub(*args):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    result, out = check(key, stub, capsys)
+    assert not result.passed
+    assert "not yet" in out and "NotImplementedError" in out
+
+
+def test_an_answer_that_crashes_says_what_it_raised(capsys):
+    result, out = check("cnn.output_size", lambda W, F, P, S: W / 0, capsys)
+    assert not result.passed and "ZeroDivisionError" in out
+
+
+def test_quiet_check(capsys):
+    result = exercises.check("cnn.receptive_field", 7, verbose=False)
+    assert result.passed and capsys.readouterr().out == ""
+
+
+def test_unknown_key():
+    with pytest.raises(ValueError, match="cnn.output_size"):
+        exercises.check("cnn.nope", 1)
+    with pytest.raises(ValueError):
+        exercises.get("nope")
+
+
+def test_prompts_and_explanations_are_written():
+    for key in exercises.keys():
+        ex = exercises.get(key)
+        assert ex.key == key and len(ex.prompt) > 20 and len(ex.explanation) > 20
+
+
+def test_a_key_cannot_be_registered_twice(monkeypatch):
+    monkeypatch.setattr(exercises, "_REGISTRY", dict(exercises._REGISTRY))
+    exercises.exercise("test.tmp", "prompt", "why")(lambda answer: None)
+    assert exercises.check("test.tmp", 0, verbose=False).passed
+    with pytest.raises(ValueError, match="twice"):
+        exercises.exercise("test.tmp", "prompt", "why")(lambda answer: None)

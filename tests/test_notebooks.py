@@ -1,0 +1,140 @@
+"""Every chapter notebook follows the anatomy in CONVENTIONS, and its stored
+outputs are one clean full-profile run that matches results/slug.json."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlbook import exercises
+from dlbook.results import CHAPTERS
+from dlbook.student import student_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RESULT_KEYS = {"chapter", "profile", "device", "device_name", "threads", "torch", "dlbook", "seed",
+               "finished", "seconds", "metrics"}
+# Metric keys (and targets) that the chapters' issues name.
+TARGETS = {
+    "cnn": {"mnist_test_acc": (">=", 0.993), "fashion_mnist_test_acc": (">=", 0.915),
+            "mnist_seconds_to_99": ("<=", 60.0)},
+}
+
+
+def source(cell) -> str:
+    return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def slug_of(path: Path) -> str:
+    return path.stem[3:]
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code" and source(c).strip()]
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks/NN_slug.ipynb found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_name_matches_the_chapter_table(path):
+    number, slug = int(path.name[:2]), slug_of(path)
+    assert slug in CHAPTERS, f"{path.name}: unknown slug {slug!r}"
+    assert CHAPTERS.index(slug) + 1 == number, f"{path.name}: chapter {slug} is number {CHAPTERS.index(slug) + 1:02d}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_anatomy(path):
+    nb = load(path)
+    first = source(nb["cells"][0])
+    assert first.startswith("# "), "the first cell is the title"
+    assert "Open in Colab" in first and "Open in Kaggle" in first
+    text = "\n".join(source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for heading in ("What you will learn", "Runtime", "## How fast is it?", "## Exercises", "## Results",
+                    "## Summary", "## References"):
+        assert heading in text, f"missing section {heading!r}"
+    code = code_cells(nb)
+    assert source(code[0]).startswith("# Colab and Kaggle: install dlbook"), "the first code cell installs dlbook"
+    assert "dlbook.setup(seed=" in source(code[1]), "the second code cell is the setup cell"
+    checked = [c for c in code if "# NBVAL_CHECK_OUTPUT" in source(c)]
+    assert len(checked) >= 5, f"only {len(checked)} cells carry # NBVAL_CHECK_OUTPUT"
+    assert any(f'dlbook.results.save("{slug_of(path)}"' in source(c) for c in code)
+
+
+def test_badges_and_install_cell_follow_config():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "badges.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_are_checked_and_solutions_hidden(path):
+    nb = load(path)
+    code = code_cells(nb)
+    keys = re.findall(r'dlbook\.exercises\.check\("([\w.]+)"', "\n".join(source(c) for c in code))
+    assert len(keys) >= 3, f"only {len(keys)} checked exercises"
+    assert set(keys) <= set(exercises.keys()), f"unknown exercise keys: {set(keys) - set(exercises.keys())}"
+    solutions = [c for c in code if "solution" in c["metadata"].get("tags", [])]
+    assert len(solutions) >= 3
+    for cell in solutions:
+        assert "hide-input" in cell["metadata"]["tags"], "a solution cell must be collapsed on the website"
+    student, count = student_notebook(nb)
+    assert count == len(solutions)
+    student_code = "\n".join(source(c) for c in student["cells"])
+    assert "BEGIN SOLUTION" not in student_code
+    for cell in solutions:
+        body = source(cell).split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].strip()
+        assert body not in student_code, f"solution left in the student version: {body[:40]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_are_one_clean_full_run(path):
+    nb = load(path)
+    code = code_cells(nb)
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), "stored outputs are not one top-to-bottom run"
+    outputs = [o for c in code for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"], "stored error outputs"
+    streams = "".join("".join(o["text"]) if isinstance(o["text"], list) else o["text"]
+                      for o in outputs if o["output_type"] == "stream")
+    assert "\r" not in streams, "streams were not coalesced (progress bars keep only their last line)"
+    assert "profile: full" in streams, "the stored run is not the full profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_results_file(path):
+    slug = slug_of(path)
+    result_path = ROOT / "results" / f"{slug}.json"
+    assert result_path.exists(), f"{result_path.name} missing: run make execute NB={path.relative_to(ROOT)}"
+    record = load(result_path)
+    assert set(record) == RESULT_KEYS
+    assert record["chapter"] == slug and record["profile"] == "full"
+    for key, (op, target) in TARGETS.get(slug, {}).items():
+        assert key in record["metrics"], f"{slug}: metric {key} missing"
+    # The runtime table in the chapter states the stored run's wall time.
+    text = "\n".join(source(c) for c in load(path)["cells"] if c["cell_type"] == "markdown")
+    row = re.search(r"^\| `full` \|.*\|\s*(.+?)\s*\|\s*$", text, re.M)
+    assert row, "no full-profile row in the runtime table"
+    assert f"{record['seconds']:.0f} s" in row.group(1), (
+        f"runtime table says {row.group(1)!r}; results/{slug}.json says {record['seconds']} s")
+
+
+@pytest.mark.parametrize("slug", sorted(TARGETS))
+def test_targets(slug):
+    path = ROOT / "results" / f"{slug}.json"
+    if not path.exists():
+        pytest.fail(f"results/{slug}.json missing")
+    metrics = load(path)["metrics"]
+    missed = [f"{k} = {metrics.get(k)} (target {op} {t})" for k, (op, t) in TARGETS[slug].items()
+              if k not in metrics or not (metrics[k] >= t if op == ">=" else metrics[k] <= t)]
+    assert not missed, f"{slug}: targets missed: {missed}"

@@ -1,0 +1,161 @@
+"""dlbook.plot: figures with titles and labels; the confusion matrix counts."""
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from dlbook import plot
+from dlbook.train import History
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_backend_is_agg():
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+# image_grid -------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5, 8, 8), (5, 1, 8, 8), (5, 3, 8, 8)])
+def test_image_grid_shapes(shape):
+    images = torch.rand(shape)
+    fig = plot.image_grid(images, labels=list("abcde"), ncols=3, title="Samples")
+    assert isinstance(fig, Figure)
+    assert fig._suptitle is not None and fig._suptitle.get_text() == "Samples"
+    axes = fig.axes
+    assert len(axes) == 6  # 2 rows of 3
+    assert [ax.get_title() for ax in axes[:5]] == list("abcde")
+    assert not axes[5].axison  # the empty cell is hidden
+    shown = axes[0].images[0].get_array()
+    assert shown.shape[:2] == (8, 8)
+    assert shown.min() == pytest.approx(0) and shown.max() == pytest.approx(1)  # stretched
+
+
+def test_image_grid_accepts_numpy_and_keeps_values_without_normalize():
+    images = np.full((2, 4, 4), 0.25)
+    fig = plot.image_grid(images, normalize=False)
+    assert len(fig.axes) == 2
+    assert np.allclose(fig.axes[0].images[0].get_array(), 0.25)
+    assert fig._suptitle is None  # no title asked for
+
+
+def test_image_grid_constant_image_is_black():
+    fig = plot.image_grid(torch.ones(1, 3, 3))
+    assert np.all(fig.axes[0].images[0].get_array() == 0)
+
+
+@pytest.mark.parametrize("images, kwargs, match", [
+    (torch.rand(2, 2, 5, 5), {}, "channels"),
+    (torch.rand(5, 5), {}, "B, H, W"),
+    (torch.rand(1, 2, 1, 5, 5), {}, "B, H, W"),
+    (torch.rand(0, 5, 5), {}, "no images"),
+    (torch.rand(3, 5, 5), dict(labels=["a", "b"]), "labels"),
+])
+def test_image_grid_rejects_bad_input(images, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plot.image_grid(images, **kwargs)
+
+
+# learning_curves --------------------------------------------------------------
+
+def _history(offset=0.0):
+    return History([{"epoch": e, "seconds": 2.0 * e, "train_loss": 1 / e + offset, "val_loss": 1.2 / e}
+                    for e in (1, 2, 3)])
+
+
+def test_learning_curves():
+    fig = plot.learning_curves({"sgd": _history(), "adam": _history(0.1)}, title="Loss")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Loss" and ax.get_xlabel() == "epoch"
+    assert ax.get_ylabel() == "train_loss, val_loss"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["sgd: train_loss", "sgd: val_loss", "adam: train_loss", "adam: val_loss"]
+    x, y = ax.get_lines()[2].get_data()
+    assert list(x) == [1, 2, 3] and np.allclose(y, [1.1, 0.6, 1 / 3 + 0.1])
+    assert ax.get_lines()[0].get_linestyle() == "--" and ax.get_lines()[1].get_linestyle() == "-"
+    assert ax.get_legend() is not None
+
+
+def test_learning_curves_options():
+    h = _history()
+    fig = plot.learning_curves({"run": h}, keys=("val_loss", "val_acc"), x="seconds",
+                               ylabel="loss", logy=True)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "training time (s)" and ax.get_ylabel() == "loss"
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.get_lines()] == ["run: val_loss"]  # missing keys skipped
+    assert list(ax.get_lines()[0].get_xdata()) == [2.0, 4.0, 6.0]
+
+
+def test_learning_curves_plain_record_lists():
+    fig = plot.learning_curves({"run": [{"epoch": 1, "train_loss": 0.5}]}, keys=("train_loss",))
+    assert len(fig.axes[0].get_lines()) == 1
+
+
+def test_learning_curves_needs_a_history():
+    with pytest.raises(ValueError, match="at least one"):
+        plot.learning_curves({})
+
+
+# confusion matrix -------------------------------------------------------------
+
+def test_confusion_matrix_hand_computed():
+    y_true = [0, 0, 1, 1, 1, 2, 2, 2, 2]
+    y_pred = [0, 1, 1, 1, 2, 2, 2, 0, 2]
+    expected = np.array([
+        [1, 1, 0],
+        [0, 2, 1],
+        [1, 0, 3],
+    ])
+    cm = plot.confusion_matrix(y_true, y_pred)
+    assert np.array_equal(cm, expected)
+    assert cm.sum() == len(y_true) and np.trace(cm) == 6
+    assert np.array_equal(plot.confusion_matrix(torch.tensor(y_true), torch.tensor(y_pred)), expected)
+
+
+def test_confusion_matrix_num_classes_pads():
+    cm = plot.confusion_matrix(np.array([0, 1]), np.array([1, 1]), num_classes=4)
+    assert cm.shape == (4, 4) and cm[0, 1] == 1 and cm[1, 1] == 1 and cm.sum() == 2
+
+
+def test_confusion_matrix_empty():
+    assert plot.confusion_matrix([], [], num_classes=3).tolist() == [[0] * 3] * 3
+
+
+@pytest.mark.parametrize("y_true, y_pred, k", [
+    ([0, 1], [0], None),
+    ([[0, 1]], [[0, 1]], None),
+    ([0, -1], [0, 0], None),
+    ([0, 3], [0, 0], 3),
+    ([0, 1], [0, 5], 3),
+])
+def test_confusion_matrix_rejects_bad_input(y_true, y_pred, k):
+    with pytest.raises(ValueError):
+        plot.confusion_matrix(y_true, y_pred, k)
+
+
+def test_plot_confusion_matrix():
+    names = ["cat", "dog", "emu"]
+    fig = plot.plot_confusion_matrix([0, 0, 1, 2, 2], [0, 1, 1, 2, 0], names, title="CM")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "CM"
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    cells = sorted((t.get_position(), t.get_text()) for t in ax.texts)
+    # (x=predicted, y=true): counts of the non-empty cells
+    assert cells == [((0, 0), "1"), ((0, 2), "1"), ((1, 0), "1"), ((1, 1), "1"), ((2, 2), "1")]
+
+
+def test_plot_confusion_matrix_rejects_labels_beyond_the_names():
+    with pytest.raises(ValueError):
+        plot.plot_confusion_matrix([0, 3], [0, 1], ["a", "b"])

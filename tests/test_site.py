@@ -1,0 +1,129 @@
+"""The built website (make book): no CDN, and every page loads in a real
+browser without console errors or broken images.
+
+Screenshots of every page go to test-artifacts/site/.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+ARTIFACTS = ROOT / "test-artifacts" / "site"
+CHROMIUM = "/usr/bin/chromium"
+PAGES = sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob("*.html")
+               if not p.relative_to(SITE).as_posix().startswith("_")) if SITE.exists() else []
+
+
+def test_site_was_built():
+    assert (SITE / "index.html").exists(), "no _build/html/index.html: run `make book` first"
+    assert "notebooks/03_cnn.html" in PAGES
+
+
+class ResourceParser(HTMLParser):
+    """Collects the URLs a page *loads* (scripts, styles, images, frames), not its links."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "img", "iframe", "source", "audio", "video") and a.get("src"):
+            self.urls.append(a["src"])
+        if tag == "link" and a.get("href") and {"stylesheet", "preload", "icon", "modulepreload",
+                                                 "prefetch"} & set((a.get("rel") or "").split()):
+            self.urls.append(a["href"])
+
+
+def external(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme not in ("", "data", "file") or url.startswith("//")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_loads_from_a_cdn(page):
+    parser = ResourceParser()
+    parser.feed((SITE / page).read_text(encoding="utf-8"))
+    outside = [u for u in parser.urls if external(u)]
+    assert not outside, f"{page} loads resources from other hosts: {outside}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SITE))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+def open_page(browser, server, page_path):
+    """Load a page; return (page, console errors, requests to other hosts)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, foreign = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith((server, "data:", "blob:", "about:")) else None)
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    page.goto(f"{server}/{page_path}", wait_until="load")
+    page.wait_for_load_state("networkidle")
+    return page, errors, foreign
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_page_loads_in_chromium(browser, server, page_path):
+    page, errors, foreign = open_page(browser, server, page_path)
+    try:
+        if page.evaluate("() => !!document.querySelector('.math, mjx-container')"):
+            page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0", timeout=15000)
+        broken = page.evaluate("() => Array.from(document.images)"
+                               ".filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 80))")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + ".png")),
+                        full_page=True)
+    finally:
+        page.close()
+    assert not errors, f"{page_path}: console errors {errors}"
+    assert not foreign, f"{page_path}: requests to other hosts {foreign}"
+    assert not broken, f"{page_path}: broken images {broken}"
+
+
+def test_chapter_renders_math_widgets_and_collapsed_solutions(browser, server):
+    page, errors, _ = open_page(browser, server, "notebooks/03_cnn.html")
+    try:
+        page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 10", timeout=15000)
+        page.wait_for_selector(".widget-slider", timeout=15000)
+        sliders = page.locator(".widget-slider").count()
+        solutions = page.evaluate("""() => Array.from(document.querySelectorAll('.cell.tag_solution'))
+            .map(c => { const d = c.querySelector('details'); return d ? d.open : 'no details'; })""")
+        figures = page.evaluate("() => Array.from(document.querySelectorAll('.cell_output img')).length")
+    finally:
+        page.close()
+    assert not errors, errors
+    assert sliders == 4, f"the output-size explorer should show 4 sliders, found {sliders}"
+    assert solutions and all(s is False for s in solutions), f"solution cells not collapsed: {solutions}"
+    assert figures >= 15, f"only {figures} figures on the chapter page"

@@ -1,0 +1,122 @@
+"""dlbook.zoo: trained models that one chapter saves and another loads."""
+
+import pytest
+import torch
+from torch import nn
+
+from dlbook import zoo
+from dlbook.io import safe_torch_load
+
+
+def small(hidden=4):
+    return nn.Sequential(nn.Linear(3, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+
+@pytest.fixture
+def models(monkeypatch, tmp_path):
+    folder = tmp_path / "zoo"
+    monkeypatch.setenv("DLBOOK_MODELS", str(folder))
+    return folder
+
+
+def test_save_load_roundtrip(models):
+    torch.manual_seed(0)
+    model = small()
+    model(torch.randn(8, 3))  # moves the BatchNorm running statistics
+    path = zoo.save_model("mnist-cnn", model, {"test_acc": 0.99})
+    assert path == models / "mnist-cnn-smoke.pt"
+    assert [p.name for p in models.iterdir()] == ["mnist-cnn-smoke.pt"]
+    torch.manual_seed(1)
+    other = small()
+    info = zoo.load_model("mnist-cnn", other)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+    assert info["test_acc"] == 0.99 and info["name"] == "mnist-cnn"
+    assert info["class"] == "Sequential" and info["profile"] == "smoke"
+    assert info["torch"] == torch.__version__ and info["saved"].endswith("Z")
+    assert all(t.device.type == "cpu" for t in safe_torch_load(path)["state_dict"].values())
+
+
+def test_metadata_with_numpy_numbers_loads_back(models):
+    import numpy as np
+
+    zoo.save_model("net", small(), {"acc": np.float32(0.5), "n": np.int64(3), "note": "x"})
+    info = zoo.load_model("net", small())
+    assert info["acc"] == 0.5 and info["n"] == 3 and info["note"] == "x"
+    assert type(info["torch"]) is str
+
+
+def test_profile_in_the_file_name(models, monkeypatch):
+    zoo.save_model("net", small())
+    monkeypatch.setenv("DLBOOK_PROFILE", "full")
+    with pytest.raises(FileNotFoundError):  # a smoke model never stands in for a full one
+        zoo.load_model("net", small())
+    zoo.save_model("net", small())
+    assert sorted(p.name for p in models.iterdir()) == ["net-full.pt", "net-smoke.pt"]
+    assert zoo.model_path("net") == models / "net-full.pt"
+    assert zoo.model_path("net", profile="smoke") == models / "net-smoke.pt"
+
+
+def test_models_dir_default(monkeypatch, isolated_env, tmp_path):
+    monkeypatch.delenv("DLBOOK_MODELS")
+    assert zoo.models_dir() == tmp_path / "user-cache" / "models"
+
+
+def test_missing_model_is_a_clear_error(models):
+    with pytest.raises(FileNotFoundError) as err:
+        zoo.load_model("resnet", small())
+    message = str(err.value)
+    assert "'resnet'" in message and "smoke" in message and str(models / "resnet-smoke.pt") in message
+    assert "load_or_train" in message
+
+
+@pytest.mark.parametrize("other", [lambda: small(hidden=5), lambda: nn.Linear(3, 2)])
+def test_wrong_architecture(models, other):
+    zoo.save_model("net", small())
+    model = other()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError) as err:
+        zoo.load_model("net", model)
+    assert "Sequential" in str(err.value) and "net-smoke.pt" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["", "Net", "a/b", "../x", "-x", "a b", "ünï", None, 3])
+def test_bad_names(models, name):
+    with pytest.raises(ValueError, match="model name"):
+        zoo.model_path(name)
+    with pytest.raises(ValueError, match="model name"):
+        zoo.save_model(name, small())
+    assert not models.exists()
+
+
+def test_load_or_train_trains_only_once(models):
+    calls = []
+
+    def train(model):
+        calls.append(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.5)
+        return {"test_acc": 0.75}
+
+    torch.manual_seed(0)
+    first = small()
+    info = zoo.load_or_train("clf", first, train)
+    assert len(calls) == 1 and calls[0] is first and info["test_acc"] == 0.75
+    assert all(torch.all(p == 0.5) for p in first.parameters())
+    second = small()
+    info2 = zoo.load_or_train("clf", second, train)
+    assert len(calls) == 1  # loaded, not trained again
+    assert info2 == info
+    assert all(torch.all(p == 0.5) for p in second.parameters())
+
+
+def test_load_or_train_accepts_a_train_returning_none(models):
+    info = zoo.load_or_train("clf", small(), lambda model: None)
+    assert info["name"] == "clf" and (models / "clf-smoke.pt").exists()
+
+
+def test_load_or_train_does_not_hide_an_architecture_change(models):
+    zoo.save_model("clf", small())
+    with pytest.raises(ValueError):
+        zoo.load_or_train("clf", small(hidden=6), lambda model: pytest.fail("must not retrain"))
