@@ -311,6 +311,13 @@ class Inception(nn.Module):
         return torch.cat([self.p1(x), self.p2(x), self.p3(x), self.p4(x)], dim=1)
 
 
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """The identity when a block keeps the shape, else a 1x1 convolution with BN."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+
+
 class Residual(nn.Module):
     """The basic residual block of ResNet: $y = \\mathrm{ReLU}(f(x) + s(x))$.
 
@@ -327,11 +334,7 @@ class Residual(nn.Module):
             nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
             nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
         )
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_channels))
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.f(x) + self.shortcut(x))
@@ -354,11 +357,7 @@ class Bottleneck(nn.Module):
             nn.Conv2d(mid_channels, mid_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(mid_channels), nn.ReLU(),
             nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
         )
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_channels))
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.f(x) + self.shortcut(x))
@@ -401,9 +400,13 @@ def receptive_field(kernels: list[int], strides: list[int] | None = None) -> int
 
     $r_L = 1 + \\sum_l (k_l - 1) \\prod_{m < l} s_m$
     """
-    strides = strides or [1] * len(kernels)
+    kernels = list(kernels)
+    strides = [1] * len(kernels) if strides is None else list(strides)
     if len(strides) != len(kernels):
         raise ValueError(f"got {len(kernels)} kernels but {len(strides)} strides")
+    for name, values in (("kernel sizes", kernels), ("strides", strides)):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f"{name} must be integers >= 1; got {values}")
     r, jump = 1, 1
     for k, s in zip(kernels, strides):
         r += (k - 1) * jump

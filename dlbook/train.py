@@ -207,6 +207,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
         raise ValueError("train_loader must have a length (a DataLoader or dlbook BatchLoader)") from err
     if steps == 0:
         raise ValueError("train_loader is empty")
+    if evals_per_epoch > steps:
+        raise ValueError(f"evals_per_epoch={evals_per_epoch} is more than the {steps} batches of an epoch")
     device = get_device() if device is None else torch.device(device)
     model.to(device)
     scaler = grad_scaler(device, enabled=amp)
