@@ -155,3 +155,14 @@ def test_a_key_cannot_be_registered_twice(monkeypatch):
     assert exercises.check("test.tmp", 0, verbose=False).passed
     with pytest.raises(ValueError, match="twice"):
         exercises.exercise("test.tmp", "prompt", "why")(lambda answer: None)
+
+
+def test_result_displays_nothing_more_in_a_notebook(capsys):
+    """check() prints the verdict; the returned Result must not show it a second time."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    result = exercises.check("cnn.receptive_field", 7)
+    capsys.readouterr()
+    data, _ = InteractiveShell.instance().display_formatter.format(result)
+    assert data == {}, f"a notebook would display {data}"
+    assert repr(result).startswith("PASS cnn.receptive_field")

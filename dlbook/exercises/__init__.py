@@ -40,6 +40,9 @@ class Result:
     def __repr__(self) -> str:
         return f"{'PASS' if self.passed else 'FAIL'} {self.key}: {self.message}"
 
+    def _ipython_display_(self) -> None:
+        """Show nothing in a notebook: :func:`check` has printed the verdict already."""
+
 
 def exercise(key: str, prompt: str, explanation: str):
     """Decorator: register ``checker`` as the test of exercise ``key``."""
