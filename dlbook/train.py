@@ -240,7 +240,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
     for epoch in range(start_epoch, epochs):
         bar = tqdm(train_loader, total=steps, desc=f"{desc + ' ' if desc else ''}epoch {epoch + 1}/{epochs}",
                    disable=not progress, file=sys.stdout, mininterval=1.0, leave=True,
-                   dynamic_ncols=False, ncols=100)
+                   dynamic_ncols=False, ncols=80,  # fits a notebook's output area on the website
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         count, classify = 0, False
