@@ -49,12 +49,20 @@ def external(url: str) -> bool:
     return parsed.scheme not in ("", "data", "file") or url.startswith("//")
 
 
+CDN_HOSTS = ("cdn.jsdelivr.net", "unpkg.com", "cdnjs.cloudflare.com", "fonts.googleapis.com",
+             "fonts.gstatic.com", "ajax.googleapis.com", "code.jquery.com", "stackpath.bootstrapcdn.com",
+             "cdn.plot.ly")
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_no_page_loads_from_a_cdn(page):
+    html = (SITE / page).read_text(encoding="utf-8")
     parser = ResourceParser()
-    parser.feed((SITE / page).read_text(encoding="utf-8"))
+    parser.feed(html)
     outside = [u for u in parser.urls if external(u)]
     assert not outside, f"{page} loads resources from other hosts: {outside}"
+    named = [host for host in CDN_HOSTS if host in html]
+    assert not named, f"{page} names CDN hosts: {named}"
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,12 @@ def _row(cells, header=False):
     return row
 
 
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
 class ResultsTable(SphinxDirective):
     has_content = False
 
@@ -30,25 +36,23 @@ class ResultsTable(SphinxDirective):
         files = sorted(folder.glob("*.json"))
         for f in files:
             self.env.note_dependency(str(f))
-        headers = ["chapter", "metric", "value", "wall time (s)", "device", "torch", "finished"]
+        headers = ["chapter", "metric", "value", "run"]
         table = nodes.table()
         group = nodes.tgroup(cols=len(headers))
         table += group
-        for _ in headers:
-            group += nodes.colspec(colwidth=1)
+        for width in (2, 5, 2, 5):
+            group += nodes.colspec(colwidth=width)
         thead = nodes.thead()
         thead += _row(headers)
         group += thead
         body = nodes.tbody()
         for f in files:
             r = json.loads(f.read_text(encoding="utf-8"))
+            run = (f"{r['seconds']:.0f} s on {r['device_name']} ({r['threads']} threads), "
+                   f"torch {r['torch']}, seed {r['seed']}, {r['finished'][:10]}")
             for i, (key, value) in enumerate(r["metrics"].items()):
-                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
                 first = i == 0
-                body += _row([r["chapter"] if first else "", key, shown,
-                              r["seconds"] if first else "",
-                              f"{r['device_name']} ({r['threads']} threads)" if first else "",
-                              r["torch"] if first else "", r["finished"] if first else ""])
+                body += _row([r["chapter"] if first else "", key, _format(value), run if first else ""])
         group += body
         if not files:
             return [nodes.paragraph(text="No chapter has stored results yet.")]
