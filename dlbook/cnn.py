@@ -60,7 +60,11 @@ def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+def _prepare_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding):
+    """Check the arguments of a convolution, pad x, and work out the output size.
+
+    Returns the padded x, the strides (sh, sw) and the output size (H_out, W_out).
+    """
     if x.dim() != 4:
         raise ValueError(f"expected input (B, C, H, W); got shape {tuple(x.shape)}")
     if weight.dim() != 4:
@@ -69,6 +73,11 @@ def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         raise ValueError(f"input has {x.shape[1]} channels but the weight expects {weight.shape[1]}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"expected bias of shape ({weight.shape[0]},); got {tuple(bias.shape)}")
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
+    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
+    kh, kw = weight.shape[2:]
+    H_out, W_out = conv_output_size(x.shape[2], kh, 0, sh), conv_output_size(x.shape[3], kw, 0, sw)
+    return x, (sh, sw), (H_out, W_out)
 
 
 def conv2d_loops(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -81,12 +90,9 @@ def conv2d_loops(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw), bias: (C_out,)
         -> (B, C_out, H_out, W_out)
     """
-    _check_conv_args(x, weight, bias)
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
-    B, _, H, W = x.shape
+    x, (sh, sw), (H_out, W_out) = _prepare_conv(x, weight, bias, stride, padding)
+    B = x.shape[0]
     C_out, _, kh, kw = weight.shape
-    H_out, W_out = conv_output_size(H, kh, 0, sh), conv_output_size(W, kw, 0, sw)
     y = x.new_zeros(B, C_out, H_out, W_out)
     for i in range(H_out):
         for j in range(W_out):
@@ -108,12 +114,9 @@ def conv2d_unfold(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     Shapes:
         x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw) -> (B, C_out, H_out, W_out)
     """
-    _check_conv_args(x, weight, bias)
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
-    B, C_in, H, W = x.shape
+    x, (sh, sw), (H_out, W_out) = _prepare_conv(x, weight, bias, stride, padding)
+    B, C_in = x.shape[:2]
     C_out, _, kh, kw = weight.shape
-    H_out, W_out = conv_output_size(H, kh, 0, sh), conv_output_size(W, kw, 0, sw)
     patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C_in, H_out, W_out, kh, kw)
     cols = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, H_out * W_out, C_in * kh * kw)  # (B, H_out*W_out, C_in*kh*kw)
     y = cols @ weight.reshape(C_out, -1).T  # (B, H_out*W_out, C_out)
