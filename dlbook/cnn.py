@@ -107,9 +107,10 @@ def conv2d_unfold(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   stride=1, padding=0) -> torch.Tensor:
     """Convolution as one matrix product ("im2col").
 
-    Every kh x kw window of every input channel is laid out as a column of
-    length C_in*kh*kw; the kernels are the rows of a (C_out, C_in*kh*kw)
-    matrix, and one matmul computes every output pixel.
+    The C_in x kh x kw block under every output position is laid out as one
+    row of length C_in*kh*kw; the kernels, flattened the same way, are the
+    rows of a (C_out, C_in*kh*kw) matrix, and one matmul computes every
+    output pixel.
 
     Shapes:
         x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw) -> (B, C_out, H_out, W_out)

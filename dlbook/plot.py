@@ -78,14 +78,17 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
 
 def learning_curves(histories: dict, keys: Sequence[str] = ("train_loss", "val_loss"),
                     x: str = "epoch", title: str = "Learning curves", ylabel: str | None = None,
-                    logy: bool = False):
+                    logy: bool = False, names: dict[str, str] | None = None):
     """Plot metrics of one or more :class:`dlbook.train.History` objects.
 
     Args:
         histories: ``{"run name": history}``.
         keys: record keys to plot, one line each per run.
         x: the record key for the x axis (``"epoch"`` or ``"seconds"``).
+        names: legend names for the keys, e.g. ``{"val_loss": "test loss"}``
+            when the validation set is the test set.
     """
+    names = names or {}
     if not histories:
         raise ValueError("learning_curves needs at least one history")
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -95,7 +98,7 @@ def learning_curves(histories: dict, keys: Sequence[str] = ("train_loss", "val_l
             if not rows:
                 continue
             style = "--" if key.startswith("train") else "-"
-            ax.plot([r[x] for r in rows], [r[key] for r in rows], style, marker=".", label=f"{name}: {key}")
+            ax.plot([r[x] for r in rows], [r[key] for r in rows], style, marker=".", label=f"{name}: {names.get(key, key)}")
     ax.set_xlabel({"epoch": "epoch", "seconds": "training time (s)"}.get(x, x))
     ax.set_ylabel(ylabel or ", ".join(keys))
     if logy:

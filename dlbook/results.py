@@ -96,8 +96,12 @@ def save(slug: str, metrics: dict, seed: int = 0, seconds: float | None = None) 
 
 
 def comparison_table(rows: list[tuple]) -> str:
-    """A Markdown table of ``(what, this run, published, source)`` rows."""
-    lines = ["| what | this run | published | source |", "|---|---|---|---|"]
+    """A Markdown table of ``(what, this run, reference, source)`` rows.
+
+    The reference is a published number or one of the book's targets; the
+    source says which.
+    """
+    lines = ["| what | this run | reference | source |", "|---|---|---|---|"]
     for what, ours, theirs, source in rows:
         fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else str(v))
         lines.append(f"| {what} | {fmt(ours)} | {fmt(theirs)} | {source} |")

@@ -159,3 +159,10 @@ def test_plot_confusion_matrix():
 def test_plot_confusion_matrix_rejects_labels_beyond_the_names():
     with pytest.raises(ValueError):
         plot.plot_confusion_matrix([0, 3], [0, 1], ["a", "b"])
+
+
+def test_learning_curves_names_rename_the_legend_entries():
+    fig = plot.learning_curves({"MNIST": _history()}, names={"val_loss": "test loss"})
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["MNIST: train_loss", "MNIST: test loss"]
+    plt.close(fig)

@@ -113,7 +113,7 @@ def test_comparison_table():
         ("parameters", 61706, "60k", "paper"),
     ])
     assert table.splitlines() == [
-        "| what | this run | published | source |",
+        "| what | this run | reference | source |",
         "|---|---|---|---|",
         "| MNIST test accuracy | 0.9931 | 0.9905 | LeCun et al. 1998 |",
         "| parameters | 61706 | 60k | paper |",
