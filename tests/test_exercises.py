@@ -14,7 +14,9 @@ from dlbook import exercises
 def check(key, answer, capsys):
     result = exercises.check(key, answer)
     out = capsys.readouterr().out
-    return result, out
+    assert all(len(line) <= exercises.WIDTH for line in out.splitlines()), out
+    # check() wraps long verdicts; compare the words, so no secret hides behind a line break
+    return result, " ".join(out.split())
 
 
 # The right answers, as a reader would write them ---------------------------------
@@ -166,3 +168,10 @@ def test_result_displays_nothing_more_in_a_notebook(capsys):
     data, _ = InteractiveShell.instance().display_formatter.format(result)
     assert data == {}, f"a notebook would display {data}"
     assert repr(result).startswith("PASS cnn.receptive_field")
+
+
+def test_param_count_gives_the_bias_hint_only_to_a_weights_only_answer(capsys):
+    _, out = check("cnn.param_count", lambda c_in, c_out, k: 1, capsys)
+    assert "bias" not in out and "you return 1" in out
+    _, out = check("cnn.param_count", lambda c_in, c_out, k: c_out * c_in * k * k, capsys)
+    assert "every output channel has a bias too" in out

@@ -9,11 +9,13 @@ solution.
 from __future__ import annotations
 
 import importlib
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
 _REGISTRY: dict[str, "Exercise"] = {}
 _TOPICS = ("cnn",)  # modules of dlbook.exercises that define exercises
+WIDTH = 78  # verdicts are wrapped to fit a notebook's output area
 
 
 class Wrong(Exception):
@@ -90,5 +92,6 @@ def check(key: str, answer: Any, verbose: bool = True) -> Result:
     else:
         result = Result(key, True, ex.explanation)
     if verbose:
-        print(f"{'PASS' if result.passed else 'FAIL'} [{key}] {result.message}")
+        print(textwrap.fill(f"{'PASS' if result.passed else 'FAIL'} [{key}] {result.message}", WIDTH,
+                            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
     return result

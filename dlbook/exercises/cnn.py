@@ -41,12 +41,12 @@ def _output_size(answer) -> None:
 def _param_count(answer) -> None:
     if not callable(answer):
         raise Wrong("answer with a function conv_params(c_in, c_out, k) that returns an int.")
-    for c_in, c_out, k in itertools.product((1, 3, 16), (1, 8, 64), (1, 3, 5)):
-        expected = c_out * (c_in * k * k + 1)
-        got = answer(c_in, c_out, k)
-        if got != expected:
-            if got == c_out * c_in * k * k:
-                raise Wrong("close: you counted the weights; every output channel has a bias too.")
+    cases = list(itertools.product((1, 3, 16), (1, 8, 64), (1, 3, 5)))
+    answers = {case: answer(*case) for case in cases}
+    if all(answers[(c_in, c_out, k)] == c_out * c_in * k * k for c_in, c_out, k in cases):
+        raise Wrong("close: you counted the weights; every output channel has a bias too.")
+    for (c_in, c_out, k), got in answers.items():
+        if got != c_out * (c_in * k * k + 1):
             raise Wrong(f"for c_in={c_in}, c_out={c_out}, k={k} you return {got!r}. How many weights does one "
                         f"output channel's kernel have when it spans all input channels?")
 
