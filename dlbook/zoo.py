@@ -65,11 +65,16 @@ def load_model(name: str, model: nn.Module) -> dict:
             f"Run the chapter that trains it, or use load_or_train()."
         )
     saved = safe_torch_load(path)
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as err:
+    # Compare names and shapes first: load_state_dict would copy the tensors
+    # that fit before raising, and leave the model half loaded.
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in saved["state_dict"].items()}
+    if ours != theirs:
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         raise ValueError(f"{path} holds weights of a {saved['info'].get('class')} that do not fit "
-                         f"this {type(model).__name__}: {err}") from err
+                         f"this {type(model).__name__}: {len(differ)} tensors differ in name or shape, "
+                         f"for example {differ[0]!r} (saved {theirs.get(differ[0])}, model {ours.get(differ[0])})")
+    model.load_state_dict(saved["state_dict"])
     return saved["info"]
 
 

@@ -78,6 +78,8 @@ def test_wrong_architecture(models, other):
     with pytest.raises(ValueError) as err:
         zoo.load_model("net", model)
     assert "Sequential" in str(err.value) and "net-smoke.pt" in str(err.value)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a failed load changed the model"
 
 
 @pytest.mark.parametrize("name", ["", "Net", "a/b", "../x", "-x", "a b", "ünï", None, 3])
