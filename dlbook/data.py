@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .io import atomic_write, user_cache_dir
+from .io import atomic_write
+from .paths import data_dir
 
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("train", "test")
@@ -116,12 +117,6 @@ SOURCES: dict[str, Source] = {
 
 class DataError(RuntimeError):
     """A data set could not be found, downloaded or verified."""
-
-
-def data_dir() -> Path:
-    """The cache directory: ``DLBOOK_DATA`` or the user cache directory."""
-    env = os.environ.get("DLBOOK_DATA", "").strip()
-    return Path(env).expanduser() if env else user_cache_dir()
 
 
 def sha256_file(path: str | os.PathLike) -> str:

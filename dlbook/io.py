@@ -60,10 +60,3 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     tampered file cannot run code.
     """
     return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def user_cache_dir() -> Path:
-    """The per-user cache directory for dlbook (``~/.cache/dlbook`` on Linux)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("dlbook", appauthor=False))

@@ -24,7 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .device import autocast, get_device, grad_scaler
-from .io import atomic_torch_save, safe_torch_load, user_cache_dir
+from .io import atomic_torch_save, safe_torch_load
+from .paths import checkpoints_dir
 from .profiles import get_profile
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -38,9 +39,7 @@ def checkpoint_path(name: str) -> Path:
     """
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ValueError(f"checkpoint name must be a plain file name; got {name!r}")
-    env = os.environ.get("DLBOOK_CHECKPOINTS", "").strip()
-    folder = Path(env).expanduser() if env else user_cache_dir() / "checkpoints"
-    return folder / f"{name}-{get_profile()}.pt"
+    return checkpoints_dir() / f"{name}-{get_profile()}.pt"
 
 
 @dataclass

@@ -10,7 +10,6 @@ smoke run never replaces a fully trained model.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -19,16 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_torch_save, safe_torch_load, user_cache_dir
+from .io import atomic_torch_save, safe_torch_load
+from .paths import models_dir
 from .profiles import get_profile
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-
-
-def models_dir() -> Path:
-    """``DLBOOK_MODELS`` or ``<user cache>/models``."""
-    env = os.environ.get("DLBOOK_MODELS", "").strip()
-    return Path(env).expanduser() if env else user_cache_dir() / "models"
 
 
 def model_path(name: str, profile: str | None = None) -> Path:

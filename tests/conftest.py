@@ -35,32 +35,31 @@ import dlbook  # noqa: E402
 # (or with pytest-xdist) threads that wait for each other cost a lot.
 torch.set_num_threads(1)
 import dlbook.data  # noqa: E402
-import dlbook.io  # noqa: E402
-import dlbook.train  # noqa: E402
-import dlbook.zoo  # noqa: E402
+import dlbook.device  # noqa: E402
 
 # The read-only copies of the data sets: ../shared/data beside the checkout
 # (development and CI machines), else wherever DLBOOK_DATA points.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir() and os.environ.get("DLBOOK_DATA"):
     SHARED_DATA = Path(os.environ["DLBOOK_DATA"])
-ENV_VARS = ("DLBOOK_PROFILE", "DLBOOK_DATA", "DLBOOK_MODELS", "DLBOOK_CHECKPOINTS",
+ENV_VARS = ("DLBOOK_PROFILE", "DLBOOK_CACHE", "DLBOOK_DATA", "DLBOOK_MODELS", "DLBOOK_CHECKPOINTS",
             "DLBOOK_RESULTS", "DLBOOK_DEVICE")
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    """Each test gets private folders for everything dlbook may write."""
+    """Each test gets private folders for everything dlbook may write.
+
+    One variable, DLBOOK_CACHE, moves every default folder (dlbook.paths);
+    the specific variables are set too, so that no test sees the caller's.
+    """
     monkeypatch.setenv("DLBOOK_PROFILE", "smoke")
+    monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path / "user-cache"))
     monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("DLBOOK_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("DLBOOK_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("DLBOOK_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("DLBOOK_DEVICE", raising=False)
-    # Never ~/.cache: the modules imported user_cache_dir by name.
-    cache = tmp_path / "user-cache"
-    for module in (dlbook.io, dlbook.data, dlbook.train, dlbook.zoo):
-        monkeypatch.setattr(module, "user_cache_dir", lambda: cache)
     # No test may reach the network beyond 127.0.0.1. fetch() turns any error
     # into a DataError, so a blocked attempt is also recorded and fails the test.
     real_download = dlbook.data._download
@@ -77,6 +76,15 @@ def isolated_env(monkeypatch, tmp_path):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     yield tmp_path
     assert not blocked, f"the test tried to reach the network: {blocked}"
+
+
+@pytest.fixture(params=[False, True], ids=["fp32-cpu", "native-bf16-cpu"])
+def native_bf16(request, monkeypatch):
+    """Run a test twice: as on a CPU without native bfloat16 (autocast is a
+    no-op) and as on one with it (autocast computes in bfloat16). Whatever
+    the machine under the tests really is."""
+    monkeypatch.setattr(dlbook.device, "cpu_has_native_bf16", lambda: request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -123,19 +123,3 @@ def test_safe_torch_load_refuses_arbitrary_objects(tmp_path):
     # the same file does run code with a plain unpickler: the test is meaningful
     torch.load(path, weights_only=False)
     assert marker.exists()
-
-
-def test_user_cache_dir_follows_xdg(monkeypatch, tmp_path):
-    """The real function (the autouse fixture replaced the module attribute):
-    ``$XDG_CACHE_HOME/dlbook`` on Linux, created by nobody."""
-    import importlib.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("XDG layout is Linux-only")
-    spec = importlib.util.spec_from_file_location("dlbook_io_fresh", dio.__file__)
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert fresh.user_cache_dir() == tmp_path / "xdg" / "dlbook"
-    assert not (tmp_path / "xdg").exists()
