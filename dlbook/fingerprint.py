@@ -103,7 +103,7 @@ def describe(obj: Any, _depth: int = 0, _seen: set | None = None) -> str:
 
     method = getattr(obj, "fingerprint", None)
     if callable(method) and not inspect.isclass(obj):
-        return f"{_name(type(obj))}:{method()}"
+        return f"fingerprint:{method()}"
     if isinstance(obj, (list, tuple)):
         return f"{type(obj).__name__}[" + ", ".join(d(v) for v in obj) + "]"
     if isinstance(obj, (set, frozenset)):

@@ -1,21 +1,56 @@
-"""One training loop for the whole book.
+r"""One training loop for the whole book.
 
-:func:`fit` trains a model for a number of epochs with a progress bar per
-epoch, records a history of metrics, optionally uses mixed precision, and
-optionally writes a checkpoint after every epoch from which an interrupted
-run resumes exactly where it stopped.
+:func:`fit` repeats a *step* on batches from a loader. A step is a small
+function ``step(model, batch) -> dict`` that returns scalars, at least
+``"loss"``:
+
+* With an ``optimizer``, :func:`fit` does the update itself: it
+  back-propagates the step's ``"loss"``, clips the gradient if asked, and
+  steps the optimizer and the scheduler. :func:`supervised` is that kind of
+  step: $\hat y = f(x)$, ``loss_fn(y_hat, y)``.
+* Without one, the step updates its own optimizers (a GAN's discriminator
+  and generator steps, k critic steps per generator step) with
+  :func:`gradient_step`, and :func:`fit` only records, evaluates and
+  checkpoints.
+
+The run is measured in ``epochs`` (passes over a loader with a length) or
+in ``max_steps`` (any iterable, also one without a length, such as random
+windows of a text). Everything a step returns is recorded in a
+:class:`History`, averaged per logging interval under ``train_<name>``,
+together with every named evaluation (``val_<name>``, ``test_<name>``, or
+any function of the model). Extra objects with state (an EMA, a
+discriminator, a second optimizer) go in ``state=``: they are checkpointed
+with the model and restored on resume. A checkpoint is only ever resumed by
+the same run: see :func:`fit`.
+
+Three examples::
+
+    # supervised: fit owns the optimizer
+    fit(model, train_loader, step=supervised(F.cross_entropy), optimizer=opt,
+        epochs=8, evals={"val": val_loader})
+
+    # a GAN: the step updates both networks itself
+    fit(generator, loader, step=gan_step, max_steps=5000,
+        state={"D": critic, "opt_g": opt_g, "opt_d": opt_d}, eval_every=500)
+
+    # a DDPM: fit owns the optimizer, an EMA follows the weights
+    ema = EMA(unet, decay=0.999)
+    fit(unet, loader, step=ddpm_step, optimizer=opt, max_steps=20_000,
+        after_step=ema.update, state={"ema": ema})
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
+import numbers
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -23,33 +58,127 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .device import autocast, get_device, grad_scaler
-from .io import atomic_torch_save, safe_torch_load
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .device import amp_dtype, autocast, get_device, grad_scaler
+from .fingerprint import describe, digest, tensor_digest
 from .paths import checkpoints_dir
 from .profiles import get_profile
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Step = Callable[[nn.Module, Any], Mapping[str, Any]]
+CHECKPOINT_FORMAT = "dlbook-run-2"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: a loss or another recorded value is not finite."""
 
 
 def checkpoint_path(name: str) -> Path:
     """Where a chapter keeps the checkpoint of its run ``name``.
 
-    ``DLBOOK_CHECKPOINTS`` or ``<user cache>/checkpoints``; the file name
+    ``DLBOOK_CHECKPOINTS`` or ``<cache root>/checkpoints``; the file name
     carries the profile, so a smoke run never resumes a full one.
     """
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ValueError(f"checkpoint name must be a plain file name; got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ValueError(f"checkpoint name must be a plain file name (letters, digits, '_', '-', '.'); got {name!r}")
     return checkpoints_dir() / f"{name}-{get_profile()}.pt"
 
 
+# batches ----------------------------------------------------------------------
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move a batch to ``device``: a tensor, a (named) tuple, list or dict of
+    them, or any object with a ``.to(device)`` method (a graph). Other values
+    (numbers, strings, ``None``) are returned as they are."""
+    device = torch.device(device)
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(to_device(b, device) for b in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if callable(getattr(batch, "to", None)):
+        return batch.to(device)
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    """The length of the first tensor in a batch (1 when there is none)."""
+    if isinstance(batch, torch.Tensor):
+        return len(batch) if batch.dim() else 1
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.dim():
+            return len(item)
+    return 1
+
+
+# steps ------------------------------------------------------------------------
+
+def _is_classification(y_hat: torch.Tensor, y: torch.Tensor) -> bool:
+    return y_hat.dim() == 2 and y.dim() == 1 and not torch.is_floating_point(y)
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """The supervised step: ``y_hat = model(x)``, ``loss = loss_fn(y_hat, y)``.
+
+    For classifiers (``y_hat`` of shape (B, K), integer ``y`` of shape (B,))
+    it also returns the accuracy, ``acc``.
+    """
+
+    loss_fn: LossFn = F.cross_entropy
+
+    def __call__(self, model: nn.Module, batch) -> dict:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            got = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+            raise ValueError(f"the supervised step expects (x, y) batches; got {got}")
+        x, y = batch
+        y_hat = model(x)
+        out = {"loss": self.loss_fn(y_hat, y)}
+        if _is_classification(y_hat, y):
+            out["acc"] = (y_hat.argmax(1) == y).float().mean()
+        return out
+
+
+def supervised(loss_fn: LossFn = F.cross_entropy) -> Supervised:
+    """A supervised step with ``loss_fn(y_hat, y)`` (default cross-entropy)."""
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function loss_fn(y_hat, y); got {type(loss_fn).__name__}")
+    return Supervised(loss_fn)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                  max_grad_norm: float | None = None) -> None:
+    """One update of ``optimizer`` on ``loss``: zero the gradients,
+    back-propagate, clip their norm to ``max_grad_norm`` if given, step.
+
+    For steps that update their own optimizers (``fit`` without ``optimizer``).
+    """
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.requires_grad:
+        raise ValueError("gradient_step needs a scalar loss tensor that requires grad")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+
+
+# history ----------------------------------------------------------------------
+
 @dataclass
 class History:
-    """The metrics :func:`fit` recorded, one dict per evaluation.
+    """What :func:`fit` recorded: one dict per logging point.
 
-    Each record has ``epoch`` (fractional when evaluating several times an
-    epoch), ``step``, ``seconds`` (training time so far, evaluation
-    excluded), ``train_loss`` and, for classifiers, ``train_acc``; with a
-    validation loader also ``val_loss`` and ``val_acc``.
+    Every record has ``step`` (optimizer steps so far), ``seconds`` (training
+    time so far; evaluation and checkpointing excluded) and, for a loader
+    with a length, ``epoch`` (fractional within an epoch). ``train_<name>``
+    is the mean of what the step returned as ``<name>`` over the steps since
+    the previous record. At evaluation points there is also ``<eval>_<name>``
+    for every named evaluation (``val_loss``, ``val_acc``, ``test_acc``, ...).
     """
 
     records: list[dict] = field(default_factory=list)
@@ -60,11 +189,18 @@ class History:
     def __getitem__(self, i: int) -> dict:
         return self.records[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         return iter(self.records)
 
+    def __repr__(self) -> str:
+        return f"History({len(self.records)} records; keys: {', '.join(self.keys())})"
+
+    def keys(self) -> list[str]:
+        """Every key that some record has, in first-seen order."""
+        return list(dict.fromkeys(k for r in self.records for k in r))
+
     def column(self, key: str) -> list:
-        """All recorded values of ``key``, in order."""
+        """All recorded values of ``key``, in order (records without it skipped)."""
         return [r[key] for r in self.records if key in r]
 
     def first_reaching(self, key: str, value: float) -> dict | None:
@@ -74,58 +210,161 @@ class History:
                 return r
         return None
 
-    def best(self, key: str) -> dict:
-        """The record with the largest ``key``."""
+    def best(self, key: str, mode: str = "max") -> dict:
+        """The record with the largest (``mode="max"``) or smallest (``"min"``) ``key``."""
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'; got {mode!r}")
         rows = [r for r in self.records if key in r]
         if not rows:
-            raise KeyError(f"no record has {key!r}; keys: {sorted(self.records[0]) if self.records else []}")
-        return max(rows, key=lambda r: r[key])
+            raise KeyError(f"no record has {key!r}; keys: {self.keys()}")
+        return (max if mode == "max" else min)(rows, key=lambda r: r[key])
 
     @property
     def last(self) -> dict:
+        """The last record."""
+        if not self.records:
+            raise IndexError("the history is empty")
         return self.records[-1]
 
 
-def _is_classification(y_hat: torch.Tensor, y: torch.Tensor) -> bool:
-    return y_hat.dim() == 2 and y.dim() == 1 and not torch.is_floating_point(y)
+# EMA --------------------------------------------------------------------------
 
+class EMA:
+    r"""An exponential moving average of a model's weights.
 
-def _to(batch, device: torch.device):
-    return [t.to(device, non_blocking=True) for t in batch]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: LossFn = F.cross_entropy,
-             device: torch.device | str | None = None, amp: bool = True) -> dict:
-    """Mean loss (and accuracy, for classifiers) of ``model`` over ``loader``.
-
-    The model is put in evaluation mode and restored to its previous mode.
+    After every step, $\bar\theta \leftarrow \beta\,\bar\theta + (1 - \beta)\,\theta$
+    for every floating-point entry of the state dict (parameters and
+    buffers such as batch-norm statistics); integer entries are copied.
+    Use it as ``fit(..., after_step=ema.update, state={"ema": ema})`` and
+    evaluate with ``with ema.applied_to(model): ...``.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be a number in [0, 1); got {decay!r}")
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def fingerprint(self) -> str:
+        return f"EMA(decay={self.decay})"
+
+    def _check(self, model: nn.Module) -> dict:
+        state = model.state_dict()
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in self.shadow.items()}:
+            raise ValueError("this EMA was made for another model: the names or shapes of its weights differ")
+        return state
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average one step towards ``model``'s current weights."""
+        for key, value in self._check(model).items():
+            avg = self.shadow[key]
+            if avg.device != value.device:
+                avg = self.shadow[key] = avg.to(value.device)
+            if torch.is_floating_point(value):
+                avg.lerp_(value.detach(), 1.0 - self.decay)  # avg + (1 - decay) (value - avg)
+            else:
+                avg.copy_(value)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite ``model``'s weights with the average."""
+        self._check(model)
+        model.load_state_dict(self.shadow)
+
+    @contextlib.contextmanager
+    def applied_to(self, model: nn.Module):
+        """Within the block ``model`` holds the averaged weights; its own come back after."""
+        own = {k: v.detach().clone() for k, v in self._check(model).items()}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("shadow", {})
+        if {k: v.shape for k, v in saved.items()} != {k: v.shape for k, v in self.shadow.items()}:
+            raise ValueError("the saved EMA belongs to another model: the names or shapes of its weights differ")
+        self.decay, self.num_updates = float(state["decay"]), int(state["num_updates"])
+        self.shadow = {k: v.detach().clone() for k, v in state["shadow"].items()}
+
+
+# evaluation -------------------------------------------------------------------
+
+def _scalars(out: Any, who: str) -> dict:
+    """Check that ``out`` is a dict of scalars (numbers or one-element tensors)."""
+    if not isinstance(out, Mapping):
+        raise TypeError(f"{who} must return a dict of scalars such as {{'loss': loss}}; got {type(out).__name__}")
+    for key, value in out.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            raise ValueError(f"{who} returned the key {key!r}; keys must be names such as 'loss' or 'kl'")
+        is_scalar = (isinstance(value, torch.Tensor) and value.numel() == 1) or (
+            isinstance(value, numbers.Real) and not isinstance(value, bool))
+        if not is_scalar:
+            what = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"{who} returned {key!r} as {what}; every value must be a scalar")
+    return dict(out)
+
+
+def evaluate(model: nn.Module, loader: Iterable, step: Step | None = None, *,
+             device: torch.device | str | None = None, amp: bool = True, grad: bool = False) -> dict:
+    """The mean of what ``step`` returns over ``loader``, with ``model`` in evaluation mode.
+
+    Args:
+        step: default :func:`supervised` with cross-entropy (``loss`` and
+            ``acc``). Its values are averaged over batches weighted by their
+            size, so they are means over the examples.
+        device: default: where the model's parameters are.
+        amp: mixed precision where it pays (:func:`dlbook.autocast`).
+        grad: compute with gradients enabled, for a step that needs them
+            (an adversarial attack inside evaluation). The model's own
+            gradients are left as they were.
+
+    The model's training mode is restored afterwards.
+    """
+    step = supervised() if step is None else step
+    if not callable(step):
+        raise TypeError(f"step must be a function step(model, batch) -> dict; got {type(step).__name__}")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
     was_training = model.training
     model.eval()
-    total_loss, correct, count, classify = 0.0, 0, 0, False
+    totals: dict[str, float] = {}
+    count = 0
+    params = list(model.parameters())
+    saved_grads = [p.grad for p in params] if grad else None
+    if grad:  # gradients an attack computes must not add to the model's own
+        for p in params:
+            p.grad = None
     try:
-        for x, y in loader:
-            x, y = _to((x, y), device)
-            with autocast(device, enabled=amp):
-                y_hat = model(x)
-                loss = loss_fn(y_hat, y)
-            n = len(y)
-            total_loss += loss.float().item() * n
-            count += n
-            if _is_classification(y_hat, y):
-                classify = True
-                correct += (y_hat.argmax(1) == y).sum().item()
+        with torch.set_grad_enabled(grad):
+            for batch in loader:
+                batch = to_device(batch, device)
+                with autocast(device, enabled=amp):
+                    out = _scalars(step(model, batch), "the evaluation step")
+                n = _batch_size(batch)
+                for key, value in out.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * n
+                count += n
     finally:
         model.train(was_training)
+        if saved_grads is not None:
+            for p, g in zip(params, saved_grads):
+                p.grad = g
     if count == 0:
         raise ValueError("evaluate() got an empty loader")
-    out = {"loss": total_loss / count}
-    if classify:
-        out["acc"] = correct / count
-    return out
+    return {key: total / count for key, total in totals.items()}
 
+
+# random state -----------------------------------------------------------------
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
@@ -149,157 +388,518 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fingerprint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, epochs: int,
-                 steps_per_epoch: int) -> dict:
-    """What must match for a checkpoint to be resumed by this run."""
-    settings = {k: v for k, v in optimizer.defaults.items()
-                if isinstance(v, (bool, int, float, str, type(None))) or
-                (isinstance(v, tuple) and all(isinstance(i, (int, float)) for i in v))}
-    return {
-        "model": type(model).__name__,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "optimizer": type(optimizer).__name__,
-        "optimizer_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(settings.items())},
-        "scheduler": type(scheduler).__name__ if scheduler is not None else None,
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-    }
+# argument checks --------------------------------------------------------------
+
+def _count(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    return int(value)
 
 
-def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
-        optimizer: torch.optim.Optimizer, loss_fn: LossFn = F.cross_entropy,
-        val_loader: Iterable | None = None, scheduler=None, scheduler_interval: str = "batch",
+def _has_len(loader) -> bool:
+    try:
+        len(loader)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_optimizer(optimizer, model: nn.Module, state: dict) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    ours = {id(p) for p in model.parameters()}
+    for obj in state.values():
+        if isinstance(obj, nn.Module):
+            ours |= {id(p) for p in obj.parameters()}
+    theirs = [p for group in optimizer.param_groups for p in group["params"]]
+    model_ids = {id(p) for p in model.parameters()}
+    if not any(id(p) in model_ids for p in theirs):
+        raise ValueError("the optimizer holds none of the model's parameters, so training would change "
+                         "nothing: build it over this model, e.g. torch.optim.AdamW(model.parameters())")
+    strangers = sum(id(p) not in ours for p in theirs)
+    if strangers:
+        raise ValueError(f"{strangers} of the optimizer's parameters belong neither to the model nor to a "
+                         f"module in state=: was it built over another model?")
+    for i, group in enumerate(optimizer.param_groups):
+        for key, value in group.items():
+            values = value if isinstance(value, (tuple, list)) and key != "params" else [value]
+            for v in values:
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    v = v.item()
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"the optimizer's {key} is {v} (parameter group {i}); it must be a finite number")
+        lr = group.get("lr")
+        lr = lr.item() if isinstance(lr, torch.Tensor) else lr
+        if isinstance(lr, numbers.Real) and lr < 0:
+            raise ValueError(f"the optimizer's learning rate is {lr}; it must be >= 0")
+
+
+_EVAL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+# the loop ---------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    """When to log, evaluate (and checkpoint), and when to stop."""
+
+    total: int
+    epochs: int | None
+    steps_per_pass: int | None
+    eval_points: set[int]
+    eval_every: int | None
+    log_every: int | None
+
+    def evaluates_at(self, step: int) -> bool:
+        return step == self.total or step in self.eval_points or bool(self.eval_every and step % self.eval_every == 0)
+
+    def logs_at(self, step: int) -> bool:
+        return self.evaluates_at(step) or bool(self.log_every and step % self.log_every == 0)
+
+
+def _make_plan(loader, epochs, max_steps, eval_every, evals_per_epoch, log_every) -> _Plan:
+    if (epochs is None) == (max_steps is None):
+        raise ValueError("give exactly one of epochs= (passes over a loader with a length) or max_steps=")
+    sized = _has_len(loader)
+    steps_per_pass = len(loader) if sized else None
+    if sized and steps_per_pass == 0:
+        raise ValueError("the training loader is empty (length 0)")
+    if eval_every is not None and evals_per_epoch is not None:
+        raise ValueError("give eval_every= (steps) or evals_per_epoch=, not both")
+    eval_every = None if eval_every is None else _count(eval_every, "eval_every", 1)
+    log_every = None if log_every is None else _count(log_every, "log_every", 1)
+    eval_points: set[int] = set()
+    if epochs is not None:
+        epochs = _count(epochs, "epochs", 0)
+        if not sized:
+            raise ValueError("epochs= needs a loader with a length; for an endless loader (random windows "
+                             "of a text) give max_steps= instead")
+        total = epochs * steps_per_pass
+        if eval_every is None:
+            k = 1 if evals_per_epoch is None else _count(evals_per_epoch, "evals_per_epoch", 1)
+            if k > steps_per_pass:
+                raise ValueError(f"evals_per_epoch={k} is more than the {steps_per_pass} steps of an epoch")
+            eval_points = {e * steps_per_pass + round(steps_per_pass * (i + 1) / k)
+                           for e in range(epochs) for i in range(k)}
+    else:
+        total = _count(max_steps, "max_steps", 0)
+        if evals_per_epoch is not None:
+            raise ValueError("evals_per_epoch= goes with epochs=; with max_steps= give eval_every=")
+        if eval_every is None:
+            eval_every = max(1, total // 10)
+    return _Plan(total, epochs, steps_per_pass, eval_points, eval_every, log_every)
+
+
+_COMPONENTS = {
+    "model": "the model's structure (its layers, activations, dropout, sizes)",
+    "initial_weights": "the model's weights when fit started (another seed, or a model trained before)",
+    "optimizer": "the optimizer, its settings or the parameters it updates",
+    "scheduler": "the learning-rate scheduler or its settings",
+    "step": "the step function or its settings",
+    "data": "the training data (its content, batch size, shuffling or augmentation)",
+    "evals": "the evaluations",
+    "schedule": "the length of the run, when it evaluates or logs, gradient clipping or precision",
+    "random_state": "the random state when fit started (another seed)",
+    "state": "the extra state (EMA, second network, second optimizer)",
+    "after_step": "the after_step hook",
+    "config": "the config= values",
+}
+
+
+class _Run:
+    """One call of :func:`fit`: its settings, counters, and the steps it takes."""
+
+    def __init__(self, model, loader, *, step, optimizer, scheduler, scheduler_interval, plan, evals,
+                 eval_step, state, after_step, max_grad_norm, device, amp, checkpoint, config,
+                 progress, desc):
+        self.model, self.loader, self.step_fn, self.optimizer = model, loader, step, optimizer
+        self.scheduler, self.scheduler_interval, self.plan = scheduler, scheduler_interval, plan
+        self.evals, self.eval_step, self.state, self.after_step = evals, eval_step, state, after_step
+        self.max_grad_norm, self.device, self.amp = max_grad_norm, device, amp
+        self.checkpoint, self.progress, self.desc = checkpoint, progress, desc
+        # A step that runs its own backward gets autocast only where no gradient scaler is needed.
+        self.step_amp = amp and (optimizer is not None or amp_dtype(device) != torch.float16)
+        self.scaler = grad_scaler(device, enabled=amp and optimizer is not None)
+        self.history = History()
+        self.step = 0  # optimizer steps taken
+        self.pass_index = 0  # passes over the loader begun
+        self.pass_step = 0  # batches used in the current pass
+        self.seconds = 0.0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.fingerprint = self._fingerprint(config)
+
+    # fingerprint and checkpoint ---------------------------------------------------
+
+    def _fingerprint(self, config) -> dict:
+        model, opt = self.model, self.optimizer
+        weights = {k: tensor_digest(v) for k, v in model.state_dict().items()}
+        if opt is not None:
+            groups = [[tuple(p.shape) for p in g["params"]] for g in opt.param_groups]
+            optimizer = describe(opt) + describe(groups)
+        else:
+            optimizer = "none"
+        scheduler = "none" if self.scheduler is None else (
+            f"{type(self.scheduler).__qualname__}:{describe(self.scheduler.state_dict())}")
+        p = self.plan
+        schedule = describe([p.total, p.steps_per_pass, sorted(p.eval_points), p.eval_every, p.log_every,
+                             self.scheduler_interval, self.max_grad_norm, str(amp_dtype(self.device) if self.amp else None)])
+        rng = _rng_state()
+        rng.pop("cuda", None)
+        state = {name: describe(obj) + describe(obj.state_dict()) for name, obj in self.state.items()}
+        parts = {
+            "model": describe(model),
+            "initial_weights": describe(weights),
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "step": describe([self.step_fn, self.eval_step]),
+            "data": describe(self.loader),
+            "evals": describe(self.evals),
+            "schedule": schedule,
+            "random_state": describe(rng),
+            "state": describe(state),
+            "after_step": describe(self.after_step),
+            "config": describe(config),
+        }
+        return {key: digest(text) for key, text in parts.items()}
+
+    def save(self, rng_at_pass_start: dict | None) -> None:
+        if self.checkpoint is None:
+            return
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "step": self.step, "pass_index": self.pass_index, "pass_step": self.pass_step,
+            "seconds": self.seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "state": {name: obj.state_dict() for name, obj in self.state.items()},
+            "history": self.history.records,
+            "rng": _rng_state(),
+            "rng_at_pass_start": rng_at_pass_start,
+        }, self.checkpoint)
+
+    def resume(self) -> dict | None:
+        """Restore the run from its checkpoint, if there is one; return the saved random states."""
+        path = self.checkpoint
+        if path is None or not path.exists():
+            return None
+        saved = load_checkpoint(path, map_location=self.device)
+        needed = {"format", "fingerprint", "step", "pass_index", "pass_step", "seconds", "model", "optimizer",
+                  "scheduler", "scaler", "state", "history", "rng", "rng_at_pass_start"}
+        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT or not needed <= saved.keys():
+            raise CheckpointError(path, "is not a training checkpoint written by this version of dlbook.fit")
+        theirs = saved["fingerprint"]
+        changed = [k for k in self.fingerprint if not isinstance(theirs, dict) or theirs.get(k) != self.fingerprint[k]]
+        if changed:
+            what = "; ".join(_COMPONENTS[k] for k in changed)
+            raise CheckpointError(path, f"was written by a different run. What differs: {what}. A changed run "
+                                        f"must start afresh, not continue the old one")
+        try:
+            self.model.load_state_dict(saved["model"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(saved["scheduler"])
+            self.scaler.load_state_dict(saved["scaler"])
+            for name, obj in self.state.items():
+                obj.load_state_dict(saved["state"][name])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise CheckpointError(path, f"does not fit this run ({type(err).__name__})") from None
+        self.history = History(list(saved["history"]))
+        self.step, self.pass_index, self.pass_step = saved["step"], saved["pass_index"], saved["pass_step"]
+        self.seconds = saved["seconds"]
+        return {"rng": saved["rng"], "rng_at_pass_start": saved["rng_at_pass_start"]}
+
+    # one step ---------------------------------------------------------------------
+
+    def take_step(self, batch) -> None:
+        batch = to_device(batch, self.device)
+        with autocast(self.device, enabled=self.step_amp):
+            out = _scalars(self.step_fn(self.model, batch), "the step")
+        if "loss" not in out:
+            raise ValueError(f"the step must return a 'loss'; it returned {sorted(out)}")
+        values = {k: (v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))).reshape(())
+                  for k, v in out.items()}
+        stacked = torch.stack([v.to(self.device) for v in values.values()])
+        if not bool(torch.isfinite(stacked).all()):
+            bad = ", ".join(f"{k} = {v.item()}" for k, v in values.items() if not math.isfinite(v.item()))
+            lr = ""
+            if self.optimizer is not None:
+                lr = f" (learning rate {self.optimizer.param_groups[0]['lr']})"
+            raise TrainingError(
+                f"step {self.step + 1}: {bad}. Training stopped before this update. Check the learning "
+                f"rate{lr}, the inputs (any NaN or infinity?), and the loss (log of 0? division by 0?).")
+        if self.optimizer is not None:
+            loss = out["loss"]
+            if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                raise ValueError("with an optimizer, the step's 'loss' must be a tensor that requires grad "
+                                 "(computed from the model's output, outside torch.no_grad())")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.max_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        if self.after_step is not None:
+            self.after_step(self.model)
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.to(self.device)
+        self.count += 1
+        self.step += 1
+        self.pass_step += 1
+
+    # records ----------------------------------------------------------------------
+
+    def _run_eval(self, name: str, ev) -> dict:
+        if callable(ev) and not hasattr(ev, "__iter__"):
+            self.model.eval()
+            try:
+                return _scalars(ev(self.model), f"the evaluation {name!r}")
+            finally:
+                self.model.train()
+        return evaluate(self.model, ev, self.eval_step, device=self.device, amp=self.amp)
+
+    def record(self, evaluating: bool) -> dict:
+        record = {"step": self.step}
+        if self.plan.steps_per_pass:
+            record["epoch"] = round(self.step / self.plan.steps_per_pass, 4)
+        record["seconds"] = round(self.seconds, 3)
+        for key, total in self.sums.items():
+            record[f"train_{key}"] = float(total) / self.count
+        self.sums, self.count = {}, 0
+        if evaluating:
+            for name, ev in self.evals.items():
+                for key, value in self._run_eval(name, ev).items():
+                    record[f"{name}_{key}"] = float(value.detach() if isinstance(value, torch.Tensor) else value)
+            self.model.train()
+        self.history.records.append(record)
+        return record
+
+    def postfix(self) -> str:
+        parts = []
+        if self.count:  # the mean since the last record
+            parts.append(f"loss={float(self.sums['loss']) / self.count:.4f}")
+        elif self.history.records and "train_loss" in self.history.last:
+            parts.append(f"loss={self.history.last['train_loss']:.4f}")
+        last_eval = next((r for r in reversed(self.history.records)
+                          if any(k.split("_")[0] in self.evals for k in r)), None)
+        if last_eval is not None:
+            shown = [k for k in last_eval if k.split("_")[0] in self.evals]
+            shown = [k for k in shown if k.endswith("_acc")] or shown[:1]
+            parts += [f"{k}={last_eval[k]:.4f}" for k in shown[:2]]
+        return " ".join(parts)
+
+    # the loop ---------------------------------------------------------------------
+
+    def bar_description(self) -> str:
+        label = f"{self.desc} " if self.desc else ""
+        if self.plan.epochs:
+            return f"{label}epoch {min(max(self.pass_index, 1), self.plan.epochs)}/{self.plan.epochs}"
+        return label.strip() or "training"
+
+    def run(self) -> History:
+        saved = self.resume()
+        if saved is not None:
+            if self.step >= self.plan.total:
+                print(f"Resumed from {self.checkpoint}: that run had finished ({self.step} steps); nothing to train.")
+                return self.history
+            print(f"Resumed from {self.checkpoint} after step {self.step}/{self.plan.total}"
+                  + (f" (epoch {self.step / self.plan.steps_per_pass:g})" if self.plan.steps_per_pass else "") + ".")
+        if self.plan.total == 0:
+            return self.history
+        self.model.train()
+        bar = tqdm(total=self.plan.total, initial=self.step, desc=self.bar_description(), disable=not self.progress,
+                   file=sys.stdout, mininterval=1.0, ncols=80, dynamic_ncols=False,  # fits the website's column
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        try:
+            self._loop(bar, saved)
+        finally:
+            bar.close()
+        return self.history
+
+    def _loop(self, bar, saved: dict | None) -> None:
+        plan = self.plan
+        tick = time.perf_counter()
+        while self.step < plan.total:
+            if saved is not None and saved["rng_at_pass_start"] is not None:
+                # Back to the start of the interrupted pass: the loader draws the same
+                # order again, we skip the batches already used, then continue from
+                # the random state the checkpoint saved.
+                _set_rng_state(saved["rng_at_pass_start"])
+                rng_at_pass_start = saved["rng_at_pass_start"]
+                skip = self.pass_step
+            else:
+                if saved is not None:
+                    _set_rng_state(saved["rng"])
+                rng_at_pass_start = _rng_state()
+                skip, self.pass_step = 0, 0
+                self.pass_index += 1
+            iterator = iter(self.loader)
+            for _ in range(skip):
+                next(iterator)
+            if saved is not None:
+                if skip:
+                    _set_rng_state(saved["rng"])
+                saved = None
+            bar.set_description_str(self.bar_description(), refresh=False)
+            used = skip
+            for batch in iterator:
+                used += 1
+                self.take_step(batch)
+                bar.update(1)
+                pass_done = plan.steps_per_pass is not None and self.pass_step == plan.steps_per_pass
+                if pass_done and self.scheduler is not None and self.scheduler_interval == "epoch":
+                    self.scheduler.step()
+                if plan.logs_at(self.step):
+                    evaluating = plan.evaluates_at(self.step)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.seconds += time.perf_counter() - tick
+                    self.record(evaluating)
+                    if evaluating:
+                        # A pass that just ended is saved as done, so a resume starts the next one.
+                        self.save(None if pass_done else rng_at_pass_start)
+                    bar.set_postfix_str(self.postfix(), refresh=False)
+                    tick = time.perf_counter()
+                elif self.step % max(1, plan.total // 100) == 0:
+                    bar.set_postfix_str(self.postfix(), refresh=False)
+                if self.step >= plan.total or pass_done:
+                    break
+            if used == 0:
+                raise ValueError("the training loader yielded no batches")
+
+
+def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
+        optimizer: torch.optim.Optimizer | None = None, scheduler=None, scheduler_interval: str = "step",
+        epochs: int | None = None, max_steps: int | None = None,
+        evals: Mapping[str, Iterable | Callable[[nn.Module], dict]] | None = None,
+        evals_per_epoch: int | None = None, eval_every: int | None = None, log_every: int | None = None,
+        eval_step: Step | None = None, state: Mapping[str, Any] | None = None,
+        after_step: Callable[[nn.Module], None] | None = None, max_grad_norm: float | None = None,
         device: torch.device | str | None = None, amp: bool = True,
-        checkpoint: str | Path | None = None, evals_per_epoch: int = 1,
-        max_grad_norm: float | None = None, progress: bool = True, desc: str = "") -> History:
+        checkpoint: str | Path | None = None, config: Mapping[str, Any] | None = None,
+        progress: bool = True, desc: str = "") -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
-        model: the network; moved to ``device``.
-        train_loader: yields ``(x, y)`` batches; must have a length.
-        epochs: number of passes over ``train_loader``.
-        optimizer: built over ``model``'s parameters.
-        loss_fn: ``loss_fn(y_hat, y)``, a scalar. Default cross-entropy.
-        val_loader: evaluated ``evals_per_epoch`` times an epoch.
-        scheduler: a learning-rate scheduler, stepped after every batch
-            (``scheduler_interval="batch"``) or every epoch (``"epoch"``).
-        device: default :func:`dlbook.get_device`.
-        amp: mixed precision where it pays (see :func:`dlbook.autocast`).
-        checkpoint: a file path. After every epoch the model, optimizer,
-            scheduler, scaler, random generators and history are written to
-            it atomically; if it exists when ``fit`` starts, training resumes
-            from it, and ends with the same weights as an uninterrupted run.
-        evals_per_epoch: how many times an epoch to record metrics.
-        max_grad_norm: clip the gradient norm to this value.
-        progress: show a tqdm progress bar per epoch.
-        desc: a label for the progress bars.
+        model: the network; moved to ``device`` and left in training mode.
+        loader: yields batches; each is moved to the device (:func:`to_device`).
+        step: ``step(model, batch) -> dict`` of scalars with at least
+            ``"loss"``; default :func:`supervised` (cross-entropy).
+        optimizer: with one, ``fit`` back-propagates ``"loss"`` and steps it;
+            without one, the step updates its own optimizers
+            (:func:`gradient_step`).
+        scheduler: a learning-rate scheduler, stepped after every step
+            (``scheduler_interval="step"``) or every epoch (``"epoch"``).
+        epochs: passes over ``loader`` (which must have a length), or
+        max_steps: steps, over any iterable (started again when it ends).
+        evals: named evaluations, run at every evaluation point: a loader
+            (the mean of ``eval_step`` over it, see :func:`evaluate`) or a
+            function ``f(model) -> dict`` (called with the model in
+            evaluation mode). Recorded as ``<name>_<key>``: ``val_loss``.
+        evals_per_epoch: evaluation points per epoch (default 1), or
+        eval_every: an evaluation point every this many steps (default with
+            ``max_steps``: a tenth of the run). The last step always is one.
+        log_every: also record the training means every this many steps.
+        eval_step: the step evaluations on a loader use (default ``step``;
+            required when the step updates its own optimizers).
+        state: objects with ``state_dict``/``load_state_dict`` (an EMA, a
+            discriminator, its optimizer) saved in checkpoints and restored
+            on resume. Modules in it are moved to the device.
+        after_step: ``after_step(model)`` after every update (an EMA update,
+            weight clipping).
+        max_grad_norm: clip the gradient norm (with ``optimizer``).
+        device: default :func:`dlbook.get_device`; checked to exist.
+        amp: mixed precision where it pays (:func:`dlbook.autocast`). A step
+            that runs its own backward gets it only where no gradient scaler
+            is needed (bfloat16).
+        checkpoint: a file path. At every evaluation point the model,
+            optimizer, scheduler, state, random generators and history are
+            written to it atomically, with a checksum. If it exists when
+            ``fit`` starts, training resumes from it and ends exactly as an
+            uninterrupted run would (the loader's randomness must come from
+            torch's global generator, as :class:`dlbook.data.BatchLoader`'s
+            and ``DataLoader``'s does). It is refused, with a
+            :class:`~dlbook.checkpoint.CheckpointError` naming what changed,
+            unless the run is the same: the model's structure and initial
+            weights, the optimizer and scheduler and their settings, the
+            step, the data, the evaluations, the schedule, the random state
+            at the start (the seed), the state objects and ``config``.
+        config: anything else that makes the run (values the step reads
+            from elsewhere), for the checkpoint's fingerprint.
+        progress: show one progress bar for the whole call. Its ``loss`` is
+            the mean over the steps since the last record; it also shows the
+            latest evaluation.
+        desc: a label for the progress bar.
+
+    Raises:
+        TrainingError: at the first step whose loss (or any returned value)
+            is not finite, before that step's update.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
-    if scheduler_interval not in ("batch", "epoch"):
-        raise ValueError(f"scheduler_interval must be 'batch' or 'epoch'; got {scheduler_interval!r}")
-    if not isinstance(evals_per_epoch, int) or evals_per_epoch < 1:
-        raise ValueError(f"evals_per_epoch must be a positive integer; got {evals_per_epoch!r}")
-    try:
-        steps = len(train_loader)
-    except TypeError as err:
-        raise ValueError("train_loader must have a length (a DataLoader or dlbook BatchLoader)") from err
-    if steps == 0:
-        raise ValueError("train_loader is empty")
-    if evals_per_epoch > steps:
-        raise ValueError(f"evals_per_epoch={evals_per_epoch} is more than the {steps} batches of an epoch")
-    device = get_device() if device is None else torch.device(device)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader must be iterable (a DataLoader, a BatchLoader, a list of batches); "
+                        f"got {type(loader).__name__}")
+    step = supervised() if step is None else step
+    if not callable(step):
+        raise TypeError(f"step must be a function step(model, batch) -> dict; got {type(step).__name__}")
+    state = dict(state or {})
+    for name, obj in state.items():
+        if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
+            raise TypeError(f"state[{name!r}] must have state_dict() and load_state_dict(); got {type(obj).__name__}")
+    if optimizer is not None:
+        _check_optimizer(optimizer, model, state)
+    elif isinstance(step, Supervised):
+        raise ValueError("the supervised step needs an optimizer: fit(model, loader, optimizer=...)")
+    if scheduler_interval not in ("step", "epoch"):
+        raise ValueError(f"scheduler_interval must be 'step' or 'epoch'; got {scheduler_interval!r}")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must be a learning-rate scheduler; got {type(scheduler).__name__}")
+    if scheduler_interval == "epoch" and scheduler is not None and not _has_len(loader):
+        raise ValueError("scheduler_interval='epoch' needs a loader with a length")
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real)
+                                      or not math.isfinite(max_grad_norm) or max_grad_norm <= 0):
+        raise ValueError(f"max_grad_norm must be a positive number; got {max_grad_norm!r}")
+    if max_grad_norm is not None and optimizer is None:
+        raise ValueError("max_grad_norm= goes with optimizer=; a step with its own optimizers clips in gradient_step")
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be a function after_step(model); got {type(after_step).__name__}")
+    evals = dict(evals or {})
+    for name, ev in evals.items():
+        if not isinstance(name, str) or not _EVAL_NAME.fullmatch(name) or name == "train" or "_" in name:
+            raise ValueError(f"evaluation names are short lower-case words other than 'train', such as "
+                             f"'val' or 'test'; got {name!r}")
+        if not (hasattr(ev, "__iter__") or callable(ev)):
+            raise TypeError(f"evals[{name!r}] must be a loader or a function f(model) -> dict; "
+                            f"got {type(ev).__name__}")
+        if hasattr(ev, "__iter__") and optimizer is None and eval_step is None:
+            raise ValueError(f"evals[{name!r}] is a loader, but the step updates its own optimizers, so it "
+                             f"cannot be evaluated by running it: pass eval_step= or a function f(model) -> dict")
+    if eval_step is not None and not callable(eval_step):
+        raise TypeError(f"eval_step must be a function; got {type(eval_step).__name__}")
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict; got {type(config).__name__}")
+    plan = _make_plan(loader, epochs, max_steps, eval_every, evals_per_epoch, log_every)
+    device = get_device(None if device is None else str(device))
     model.to(device)
-    scaler = grad_scaler(device, enabled=amp)
-    history = History()
-    start_epoch, seconds = 0, 0.0
-    fingerprint = _fingerprint(model, optimizer, scheduler, epochs, steps)
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-
-    if checkpoint is not None and checkpoint.exists():
-        state = safe_torch_load(checkpoint, map_location=device)
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"The checkpoint {checkpoint} was written by a different run "
-                f"({state.get('fingerprint')}); this run is {fingerprint}. Delete the "
-                f"file to start afresh, or pass another checkpoint path."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history = History(list(state["history"]))
-        start_epoch, seconds = state["epoch"], state["seconds"]
-        _set_rng_state(state["rng"])
-        print(f"Resumed from {checkpoint} after epoch {start_epoch}/{epochs}.")
-
-    eval_steps = {round(steps * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
-    model.train()
-    for epoch in range(start_epoch, epochs):
-        bar = tqdm(train_loader, total=steps, desc=f"{desc + ' ' if desc else ''}epoch {epoch + 1}/{epochs}",
-                   disable=not progress, file=sys.stdout, mininterval=1.0, leave=True,
-                   dynamic_ncols=False, ncols=80,  # fits a notebook's output area on the website
-                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        count, classify = 0, False
-        tick = time.perf_counter()
-        for step, (x, y) in enumerate(bar, start=1):
-            x, y = _to((x, y), device)
-            with autocast(device, enabled=amp):
-                y_hat = model(x)
-                loss = loss_fn(y_hat, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if max_grad_norm is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None and scheduler_interval == "batch":
-                scheduler.step()
-            n = len(y)
-            loss_sum += loss.detach().float() * n
-            count += n
-            if _is_classification(y_hat, y):
-                classify = True
-                correct += (y_hat.detach().argmax(1) == y).sum()
-            if progress and (step % max(1, steps // 10) == 0 or step == steps):
-                postfix = {"loss": f"{loss_sum.item() / count:.4f}"}
-                if classify:
-                    postfix["acc"] = f"{correct.item() / count:.4f}"
-                bar.set_postfix(postfix, refresh=False)
-            if step in eval_steps:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds += time.perf_counter() - tick
-                record = {"epoch": round(epoch + step / steps, 4), "step": epoch * steps + step,
-                          "seconds": round(seconds, 3), "train_loss": loss_sum.item() / count}
-                if classify:
-                    record["train_acc"] = correct.item() / count
-                if val_loader is not None:
-                    for key, value in evaluate(model, val_loader, loss_fn, device, amp).items():
-                        record[f"val_{key}"] = value
-                    model.train()
-                history.records.append(record)
-                loss_sum.zero_()
-                correct.zero_()
-                count = 0
-                tick = time.perf_counter()
-        bar.close()
-        if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
-        if checkpoint is not None:
-            atomic_torch_save({
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "seconds": seconds,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict(),
-                "history": history.records,
-                "rng": _rng_state(),
-            }, checkpoint)
-    return history
+    for obj in state.values():
+        if isinstance(obj, nn.Module):
+            obj.to(device)
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).expanduser()
+        if checkpoint.is_dir():
+            raise ValueError(f"checkpoint must be a file path; {checkpoint} is a folder")
+    run = _Run(model, loader, step=step, optimizer=optimizer, scheduler=scheduler,
+               scheduler_interval=scheduler_interval, plan=plan, evals=evals,
+               eval_step=step if eval_step is None else eval_step, state=state, after_step=after_step,
+               max_grad_norm=max_grad_norm, device=device, amp=amp, checkpoint=checkpoint, config=config,
+               progress=progress, desc=desc)
+    return run.run()
