@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# raw value of a variable -> the absolute path it meant when first read
+# (variable, relative value) -> the absolute path it meant when first read
 _RESOLVED: dict[tuple[str, str], Path] = {}
 
 
@@ -45,9 +45,12 @@ def env_path(var: str) -> Path | None:
     raw = os.environ.get(var, "").strip()
     if not raw:
         return None
-    key = (var, raw)
+    expanded = os.path.expanduser(raw)
+    if os.path.isabs(expanded):
+        return Path(os.path.normpath(expanded))
+    key = (var, expanded)  # relative: fixed against the folder of the first read
     if key not in _RESOLVED:
-        _RESOLVED[key] = Path(os.path.abspath(os.path.expanduser(raw)))
+        _RESOLVED[key] = Path(os.path.abspath(expanded))
     return _RESOLVED[key]
 
 

@@ -1,0 +1,209 @@
+"""The verified cache: :func:`fetch` returns a checked cache file, downloading it if needed.
+
+The cache folder is ``DLBOOK_DATA``, else the user cache directory
+(:func:`dlbook.paths.data_dir`). A cache file that is present is checked
+against its fixed SHA-256 (once per process and file version) and used as
+it is. A missing one is made in one way for every data set:
+
+1. check that the cache folder can be written (before downloading anything);
+2. for each mirror in turn: download every remote file of the
+   :class:`~dlbook.data.sources.Source` into a scratch folder inside the
+   cache folder, decompress and verify each against its published SHA-256,
+   convert, verify the result, and move it into place atomically.
+
+Nothing unverified ever sits under a cache file's name. A process killed
+mid-download leaves only a scratch folder named ``.{file}.download-*`` (or a
+half-written ``.{file}.*.tmp``) in the cache folder. Every later
+:func:`fetch` removes such leftovers once they have been untouched for
+:data:`STALE_AFTER` seconds (a younger one may belong to a download still
+running in another process, which writes to it every few seconds; a
+stalled transfer times out in 30).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..io import atomic_write
+from ..paths import data_dir, writable_dir
+from ._checks import check_choice
+from .formats import DataError, gunzip, npz_digest, sha256_file
+from .sources import SOURCES, RemoteFile, Source
+
+STALE_AFTER = 600.0  # seconds without a change before a leftover counts as abandoned
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def fetch(name: str, mirrors: tuple[str, ...] | None = None) -> Path:
+    """Return the path of a verified cache file, downloading it if needed.
+
+    Each call also removes stale leftovers of killed downloads from the cache
+    folder (:func:`remove_stale_downloads`).
+
+    Args:
+        name: a key of :data:`SOURCES` (``mnist``, ``fashion_mnist``,
+            ``cora``, ``citeseer``, ``tinyshakespeare``).
+        mirrors: base URLs to try in order (default: the official sources).
+
+    Raises:
+        ValueError: for an unknown data set name or malformed ``mirrors``.
+        DataError: when the cached file fails its checksum, a folder stands
+            where it should be, the cache folder cannot be written, or no
+            mirror delivered files with the published checksums.
+    """
+    source = SOURCES[check_choice(name, "the data set name", SOURCES)]
+    bases = _bases(source, mirrors)
+    path = data_dir() / source.filename
+    remove_stale_downloads(path.parent)
+    if path.is_dir():
+        raise DataError(
+            f"{path} is a folder, but dlbook keeps the data set {source.filename} there as a "
+            f"file. Move or delete that folder (dlbook then downloads the file again), or set "
+            f"DLBOOK_DATA to another folder (an absolute path)."
+        )
+    if path.exists():
+        _check_cached(path, source)
+        return path
+    return _download_into(path, source, bases)
+
+
+def _download_into(path: Path, source: Source, bases: tuple[str, ...]) -> Path:
+    """Make the missing cache file ``path`` from the first mirror that delivers."""
+    folder = _writable_cache(path.parent, source)
+    failures = []
+    for base in bases:
+        try:
+            _download_and_convert(source, base, path)
+        except Exception as err:  # noqa: BLE001 - every failure moves on to the next mirror
+            failures.append(f"  {base}: {type(err).__name__}: {err}")
+        else:
+            return path
+    tried = "\n".join(failures) or "  (no sources given)"
+    raise DataError(
+        f"{source.filename} is not in the cache {folder} and could not be "
+        f"downloaded. Sources tried:\n{tried}\n"
+        f"To fix: connect to the internet and run again, or copy a good "
+        f"{source.filename} (SHA-256 {source.sha256}) into a folder and set "
+        f"DLBOOK_DATA to that folder's absolute path."
+    )
+
+
+def _bases(source: Source, mirrors) -> tuple[str, ...]:
+    if mirrors is None:
+        return source.mirrors
+    if not isinstance(mirrors, (list, tuple)) or not all(isinstance(m, str) for m in mirrors):
+        raise ValueError(f"mirrors must be a list or tuple of base URLs (strings); got {mirrors!r}")
+    return tuple(m if m.endswith("/") else m + "/" for m in mirrors)
+
+
+def _writable_cache(folder: Path, source: Source) -> Path:
+    try:
+        return writable_dir(folder, "data cache", "DLBOOK_DATA")
+    except PermissionError as err:
+        raise DataError(f"{source.filename} is not in the cache and must be downloaded, "
+                        f"but it could not be stored: {err}") from err
+
+
+def _matches(path: Path, source: Source) -> tuple[bool, str]:
+    """Whether ``path`` holds the data of ``source``, and its SHA-256.
+
+    An ``.npz`` whose bytes differ (another zlib compressed the same arrays
+    differently) still matches when its arrays do.
+    """
+    actual = sha256_file(path)
+    same = actual == source.sha256 or (
+        source.content_sha256 is not None and npz_digest(path) == source.content_sha256)
+    return same, actual
+
+
+def _remember(path: Path, source: Source) -> None:
+    stat = path.stat()
+    _verified[(str(path), stat.st_size, stat.st_mtime_ns)] = source.sha256
+
+
+def _check_cached(path: Path, source: Source) -> None:
+    stat = path.stat()
+    if _verified.get((str(path), stat.st_size, stat.st_mtime_ns)) == source.sha256:
+        return
+    same, actual = _matches(path, source)
+    if not same:
+        raise DataError(
+            f"The cached file {path} fails its checksum: expected SHA-256 "
+            f"{source.sha256}, found {actual}. It is corrupted or not the "
+            f"expected data set. Delete it so that dlbook downloads it again, "
+            f"or replace it with a good copy."
+        )
+    _remember(path, source)
+
+
+def _download(url: str, folder: Path) -> Path:
+    """Transfer ``url`` into ``folder``; checking is the caller's job."""
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")
+    print(f"Downloading {url}", flush=True)
+    return Path(pooch.retrieve(url, known_hash=None, path=folder, progressbar=False))
+
+
+def _download_verified(remote: RemoteFile, base: str, scratch: Path) -> Path:
+    """Download one remote file (decompressed if gzip'ed) and check its SHA-256."""
+    url = base + remote.name
+    path = _download(url, scratch)
+    if remote.gunzip:
+        path = gunzip(path, scratch / remote.name[: -len(".gz")], label=url)
+    actual = sha256_file(path)
+    if actual != remote.sha256:
+        raise DataError(f"{url} has SHA-256 {actual}, expected {remote.sha256}")
+    return path
+
+
+def _download_and_convert(source: Source, base: str, target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{source.filename}.download-") as tmp:
+        scratch = Path(tmp)
+        files = {remote.name: _download_verified(remote, base, scratch) for remote in source.files}
+        converted = atomic_write(scratch / source.filename, lambda f: source.convert(files, f))
+        same, actual = _matches(converted, source)
+        if not same:
+            raise DataError(f"the converted {source.filename} has SHA-256 {actual}, expected {source.sha256}")
+        os.replace(converted, target)
+    _remember(target, source)
+
+
+def _last_change(path: Path) -> float:
+    """The newest modification time of ``path`` and everything inside it."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for entry in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(root, entry)).st_mtime)
+    return newest
+
+
+def remove_stale_downloads(folder: Path, max_age: float = STALE_AFTER) -> list[Path]:
+    """Delete dlbook's own leftovers of killed downloads in ``folder``.
+
+    Only names dlbook makes for a cache file of :data:`SOURCES` count:
+    scratch folders ``.{file}.download-*`` and half-written ``.{file}.*.tmp``,
+    and only those unchanged for ``max_age`` seconds. Returns what was removed.
+    """
+    now = time.time()
+    removed = []
+    for source in SOURCES.values():
+        for pattern in (f".{source.filename}.download-*", f".{source.filename}.*.tmp"):
+            for path in Path(folder).glob(pattern):
+                try:
+                    if now - _last_change(path) <= max_age:
+                        continue
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                except OSError:  # gone already (another process cleaned it) or not ours to remove
+                    continue
+                removed.append(path)
+    return removed
