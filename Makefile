@@ -12,13 +12,13 @@ VENV_STAMP := $(VENV)/.installed
 ASSETS_STAMP := book/vendor/.installed
 JOBS ?= 2
 
-.PHONY: help venv assets book test test-unit test-notebooks test-site execute student clean
+.PHONY: help venv assets book preflight test test-unit test-notebooks test-site execute student clean
 
 help:
 	@echo "make book                           build the website into _build/html"
 	@echo "make test                           run every test (smoke profile)"
 	@echo "make execute NB=notebooks/X.ipynb   regenerate a chapter's stored outputs (full profile)"
-	@echo "make student NB=notebooks/X.ipynb   write the student version (solutions removed) to student/"
+	@echo "make student [NB=notebooks/X.ipynb] write student versions (no solutions, no outputs) to student/"
 
 venv: $(VENV_STAMP)
 
@@ -41,7 +41,11 @@ book: venv assets
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
 	@du -sh _build/html | sed 's/^/site size: /'
 
-test: book
+# What the tests need beyond the venv (Chromium), checked before anything is built.
+preflight:
+	@$(PYTHON) tools/run_tests.py --preflight
+
+test: preflight book
 	DLBOOK_PROFILE=smoke $(PY) tools/run_tests.py -n $(JOBS)
 
 test-unit: venv
@@ -50,16 +54,16 @@ test-unit: venv
 test-notebooks: venv
 	DLBOOK_PROFILE=smoke $(PY) tools/run_tests.py -n $(JOBS) notebooks
 
-test-site: book
+test-site: preflight book
 	$(PY) tools/run_tests.py tests/test_site.py
 
 execute: venv
 	@test -n "$(NB)" || (echo "usage: make execute NB=notebooks/03_cnn.ipynb" && exit 2)
 	$(PY) tools/execute.py $(NB)
 
+# Every chapter, or only NB, into student/.
 student: venv
-	@test -n "$(NB)" || (echo "usage: make student NB=notebooks/03_cnn.ipynb" && exit 2)
-	$(PY) -m dlbook.student $(NB)
+	$(PY) tools/student.py $(or $(NB),notebooks/[0-9][0-9]_*.ipynb) -o student/
 
 clean:
 	rm -rf _build student test-artifacts book/vendor

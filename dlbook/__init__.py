@@ -6,16 +6,16 @@ The notebooks start with::
     env = dlbook.setup(seed=0)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from . import data, exercises, plot, results, train  # noqa: E402
+from . import bench, data, exercises, plot, results, train  # noqa: E402
 from .device import amp_dtype, autocast, get_device, grad_scaler, loader_kwargs  # noqa: E402
 from .env import seed_everything, setup  # noqa: E402
 from .profiles import budget, get_profile, is_smoke  # noqa: E402
-from .train import evaluate, fit  # noqa: E402
+from .train import EMA, evaluate, fit, supervised  # noqa: E402
 
 __all__ = [
-    "__version__", "amp_dtype", "autocast", "budget", "data", "evaluate", "exercises", "fit",
+    "EMA", "__version__", "amp_dtype", "autocast", "bench", "budget", "data", "evaluate", "exercises", "fit",
     "get_device", "get_profile", "grad_scaler", "is_smoke", "loader_kwargs", "plot", "results",
-    "seed_everything", "setup", "train",
+    "seed_everything", "setup", "supervised", "train",
 ]

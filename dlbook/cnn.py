@@ -10,14 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_bool, check_float, check_int, check_pair, check_tensor
 
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = (v, v)
-    if (not isinstance(v, (tuple, list)) or len(v) != 2
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in v)):
-        raise ValueError(f"{name} must be an int or a pair of ints; got {v!r}")
-    return int(v[0]), int(v[1])
+
+def _check_images(x, who: str, channels: int, min_size: int = 1) -> torch.Tensor:
+    """``x`` when it is a floating (B, channels, H, W) tensor with H, W >= ``min_size``."""
+    check_tensor(x, "x")
+    if x.dim() != 4 or x.shape[1] != channels or min(x.shape[2:]) < min_size:
+        raise ValueError(f"{who} expects x of shape (B, {channels}, H, W) with H, W >= {min_size}; "
+                         f"got shape {tuple(x.shape)}")
+    check_tensor(x, "x", floating=True)
+    return x
 
 
 def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
@@ -31,9 +34,8 @@ def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) 
         ValueError: for non-positive sizes, negative padding, or a kernel
             larger than the padded input.
     """
-    for name, v, low in (("size", size, 1), ("kernel", kernel, 1), ("padding", padding, 0), ("stride", stride, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {v!r}")
+    size, kernel = check_int(size, "size", 1), check_int(kernel, "kernel", 1)
+    padding, stride = check_int(padding, "padding", 0), check_int(stride, "stride", 1)
     if kernel > size + 2 * padding:
         raise ValueError(f"kernel {kernel} is larger than the padded input {size} + 2*{padding}")
     return (size - kernel + 2 * padding) // stride + 1
@@ -47,10 +49,14 @@ def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     Shapes:
         x: (H, W), k: (kh, kw) -> (H - kh + 1, W - kw + 1)
     """
+    check_tensor(x, "x")
+    check_tensor(k, "k")
     if x.dim() != 2 or k.dim() != 2:
         raise ValueError(f"corr2d expects a 2-D image and a 2-D kernel; got {tuple(x.shape)} and {tuple(k.shape)}")
     kh, kw = k.shape
     H, W = x.shape
+    if kh == 0 or kw == 0:
+        raise ValueError(f"the kernel must be at least 1x1; got shape {tuple(k.shape)}")
     if kh > H or kw > W:
         raise ValueError(f"kernel {tuple(k.shape)} is larger than the image {tuple(x.shape)}")
     y = torch.zeros(H - kh + 1, W - kw + 1, dtype=torch.result_type(x, k), device=x.device)
@@ -63,20 +69,40 @@ def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def _prepare_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding):
     """Check the arguments of a convolution, pad x, and work out the output size.
 
+    The rules are F.conv2d's: x, weight and bias of one floating dtype on one
+    device, at least one channel in and out, a kernel of at least 1x1, and no
+    negative padding (which would crop the input).
+
     Returns the padded x, the strides (sh, sw) and the output size (H_out, W_out).
     """
+    check_tensor(x, "x")
+    check_tensor(weight, "weight")
     if x.dim() != 4:
         raise ValueError(f"expected input (B, C, H, W); got shape {tuple(x.shape)}")
     if weight.dim() != 4:
         raise ValueError(f"expected weight (C_out, C_in, kh, kw); got shape {tuple(weight.shape)}")
+    if min(weight.shape) == 0:
+        raise ValueError(f"weight (C_out, C_in, kh, kw) needs every size >= 1; got {tuple(weight.shape)}")
+    if min(x.shape[2:]) == 0:
+        raise ValueError(f"input (B, C, H, W) needs H, W >= 1; got shape {tuple(x.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"input has {x.shape[1]} channels but the weight expects {weight.shape[1]}")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"expected bias of shape ({weight.shape[0]},); got {tuple(bias.shape)}")
-    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
+    if bias is not None:
+        check_tensor(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"expected bias of shape ({weight.shape[0]},); got {tuple(bias.shape)}")
+    tensors = {"x": x, "weight": weight} | ({} if bias is None else {"bias": bias})
+    if not x.is_floating_point() or any(t.dtype != x.dtype for t in tensors.values()):
+        raise ValueError("x, weight and bias must share one floating dtype; got "
+                         + ", ".join(f"{name} {t.dtype}" for name, t in tensors.items()))
+    if any(t.device != x.device for t in tensors.values()):
+        raise ValueError("x, weight and bias must be on one device; got "
+                         + ", ".join(f"{name} on {t.device}" for name, t in tensors.items()))
+    (sh, sw), (ph, pw) = check_pair(stride, "stride", 1), check_pair(padding, "padding", 0)
     kh, kw = weight.shape[2:]
-    H_out, W_out = conv_output_size(x.shape[2], kh, 0, sh), conv_output_size(x.shape[3], kw, 0, sw)
+    H_out = conv_output_size(x.shape[2], kh, ph, sh)  # checks that the kernel fits
+    W_out = conv_output_size(x.shape[3], kw, pw, sw)
+    x = F.pad(x, (pw, pw, ph, ph))  # (B, C_in, H + 2ph, W + 2pw)
     return x, (sh, sw), (H_out, W_out)
 
 
@@ -132,11 +158,15 @@ def pool2d(x: torch.Tensor, size: int = 2, stride: int | None = None, mode: str 
     Shapes:
         x: (B, C, H, W) -> (B, C, H_out, W_out)
     """
+    check_tensor(x, "x")
     if x.dim() != 4:
         raise ValueError(f"pool2d expects (B, C, H, W); got shape {tuple(x.shape)}")
     if mode not in ("max", "avg"):
         raise ValueError(f"mode must be 'max' or 'avg'; got {mode!r}")
-    stride = size if stride is None else stride
+    if mode == "avg":
+        check_tensor(x, "x (average pooling)", floating=True)
+    size = check_int(size, "size", 1)
+    stride = size if stride is None else check_int(stride, "stride", 1)
     conv_output_size(x.shape[2], size, 0, stride)  # validates the sizes
     conv_output_size(x.shape[3], size, 0, stride)
     windows = x.unfold(2, size, stride).unfold(3, size, stride)  # (B, C, H_out, W_out, size, size)
@@ -160,16 +190,21 @@ def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
     Shapes:
         x: (B, C, H, W) or (B, C); gamma, beta, running_*: (C,)
     """
+    check_tensor(x, "x")
     if x.dim() not in (2, 4):
-        raise ValueError(f"batch_norm expects (B, C) or (B, C, H, W); got shape {tuple(x.shape)}")
+        raise ValueError(f"batch_norm expects x of shape (B, C) or (B, C, H, W); got shape {tuple(x.shape)}")
+    check_tensor(x, "x", floating=True)
     C = x.shape[1]
     for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
-        if t.shape != (C,):
+        if check_tensor(t, name).shape != (C,):
             raise ValueError(f"{name} must have shape ({C},); got {tuple(t.shape)}")
+    training = check_bool(training, "training")
+    momentum = check_float(momentum, "momentum", 0.0, 1.0)
+    eps = check_float(eps, "eps", 0.0)
     dims = (0,) if x.dim() == 2 else (0, 2, 3)
     shape = (1, C) if x.dim() == 2 else (1, C, 1, 1)
     if training:
-        n = x.numel() // C
+        n = x.numel() // C if C else 0
         if n < 2:
             raise ValueError("batch_norm in training needs more than one value per channel")
         mean = x.mean(dim=dims)  # (C,)
@@ -191,7 +226,9 @@ class BatchNorm(nn.Module):
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
-        self.momentum, self.eps = momentum, eps
+        num_features = check_int(num_features, "num_features", 1)
+        self.momentum = check_float(momentum, "momentum", 0.0, 1.0)
+        self.eps = check_float(eps, "eps", 0.0)
         self.gamma = nn.Parameter(torch.ones(num_features))
         self.beta = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -217,9 +254,15 @@ class LeNet(nn.Module):
     def __init__(self, num_classes: int = 10, modern: bool = True, width: tuple[int, int] = (6, 16),
                  hidden: tuple[int, int] = (120, 84), dropout: float = 0.0):
         super().__init__()
-        c1, c2 = width
+        num_classes = check_int(num_classes, "num_classes", 1)
+        modern = check_bool(modern, "modern")
+        c1, c2 = check_pair(width, "width", 1)
+        hidden = check_pair(hidden, "hidden", 1)
+        dropout = check_float(dropout, "dropout", 0.0, 1.0, open_max=True)
         act = nn.ReLU if modern else nn.Sigmoid
         pool = nn.MaxPool2d if modern else nn.AvgPool2d
+        # The convolutions keep their bias even before batch norm (where it is
+        # redundant): the book's saved MNIST model has this layout.
         norm2d = (lambda c: nn.BatchNorm2d(c)) if modern else (lambda c: nn.Identity())
         norm1d = (lambda c: nn.BatchNorm1d(c)) if modern else (lambda c: nn.Identity())
         self.features = nn.Sequential(
@@ -234,28 +277,56 @@ class LeNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x")
         if x.dim() != 4 or x.shape[1:] != (1, 28, 28):
             raise ValueError(f"LeNet expects (B, 1, 28, 28); got shape {tuple(x.shape)}")
+        check_tensor(x, "x", floating=True)
         return self.classifier(self.features(x))
 
 
-def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+class Block(nn.Sequential):
+    """An ``nn.Sequential`` that checks its input before running its layers:
+    a floating (B, in_channels, H, W) tensor with H, W >= ``min_size``.
+
+    What :func:`vgg_block` and :func:`nin_block` return; its parameters have
+    the names a plain ``nn.Sequential`` would give them.
+    """
+
+    def __init__(self, name: str, in_channels: int, min_size: int, *layers: nn.Module):
+        super().__init__(*layers)
+        self.name, self.in_channels, self.min_size = name, in_channels, min_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, self.name, self.in_channels, self.min_size)
+        return super().forward(x)
+
+
+def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = True) -> Block:
     """VGG block: ``num_convs`` 3x3 convolutions (padding 1), then a 2x2 max pool.
+
+    With ``batch_norm``, each convolution is followed by batch normalization
+    and has no bias of its own: BN subtracts the mean, which would cancel it,
+    and adds its own shift.
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, H // 2, W // 2)
     """
+    num_convs = check_int(num_convs, "num_convs", 1)
+    in_channels = check_int(in_channels, "in_channels", 1)
+    out_channels = check_int(out_channels, "out_channels", 1)
+    batch_norm = check_bool(batch_norm, "batch_norm")
     layers = []
     for i in range(num_convs):
-        layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1)]
+        c_in = in_channels if i == 0 else out_channels
+        layers += [nn.Conv2d(c_in, out_channels, 3, padding=1, bias=not batch_norm)]
         layers += [nn.BatchNorm2d(out_channels)] if batch_norm else []
         layers += [nn.ReLU()]
     layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
+    return Block("vgg_block", in_channels, 2, *layers)
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-              padding: int = 0) -> nn.Sequential:
+              padding: int = 0) -> Block:
     """Network-in-Network block: one convolution, then two 1x1 convolutions.
 
     The 1x1 convolutions act as a small MLP applied at every pixel.
@@ -263,7 +334,12 @@ def nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: int
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, H_out, W_out)
     """
-    return nn.Sequential(
+    in_channels = check_int(in_channels, "in_channels", 1)
+    out_channels = check_int(out_channels, "out_channels", 1)
+    kernel_size = check_int(kernel_size, "kernel_size", 1)
+    stride, padding = check_int(stride, "stride", 1), check_int(padding, "padding", 0)
+    return Block(
+        "nin_block", in_channels, max(1, kernel_size - 2 * padding),
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding), nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(),
@@ -274,12 +350,16 @@ class NiN(nn.Module):
     """A small NiN for 28x28 images: no fully connected layer at all; the last
     block has one channel per class and global average pooling reads them out.
 
+    Any H, W >= 4 works (two 2x2 poolings must leave a pixel).
+
     Shapes:
         x: (B, 1, 28, 28) -> (B, K)
     """
 
     def __init__(self, num_classes: int = 10, width: int = 32):
         super().__init__()
+        num_classes = check_int(num_classes, "num_classes", 1)
+        width = check_int(width, "width", 1)
         self.net = nn.Sequential(
             nin_block(1, width, 5, padding=2), nn.MaxPool2d(2),  # (B, width, 14, 14)
             nin_block(width, 2 * width, 3, padding=1), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
@@ -288,7 +368,7 @@ class NiN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(_check_images(x, "NiN", 1, 4))
 
 
 class Inception(nn.Module):
@@ -303,6 +383,12 @@ class Inception(nn.Module):
 
     def __init__(self, in_channels: int, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int):
         super().__init__()
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        c1, c4 = check_int(c1, "c1", 1), check_int(c4, "c4", 1)
+        for name, pair in (("c2", c2), ("c3", c3)):
+            if not isinstance(pair, (tuple, list)):
+                raise ValueError(f"{name} must be a (reduce, out) pair of integers; got {pair!r}")
+        c2, c3 = check_pair(c2, "c2", 1), check_pair(c3, "c3", 1)
         self.p1 = nn.Sequential(nn.Conv2d(in_channels, c1, 1), nn.ReLU())
         self.p2 = nn.Sequential(nn.Conv2d(in_channels, c2[0], 1), nn.ReLU(),
                                 nn.Conv2d(c2[0], c2[1], 3, padding=1), nn.ReLU())
@@ -312,6 +398,7 @@ class Inception(nn.Module):
                                 nn.Conv2d(in_channels, c4, 1), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, "Inception", self.in_channels)
         return torch.cat([self.p1(x), self.p2(x), self.p3(x), self.p4(x)], dim=1)
 
 
@@ -327,6 +414,7 @@ class Residual(nn.Module):
 
     $f$ is 3x3 conv, BN, ReLU, 3x3 conv, BN. The shortcut $s$ is the identity,
     or a 1x1 convolution (with BN) when the shape changes (stride or channels).
+    A convolution followed by BN has no bias: BN's shift replaces it.
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)
@@ -334,6 +422,9 @@ class Residual(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        stride = check_int(stride, "stride", 1)
         self.f = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
             nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
@@ -341,6 +432,7 @@ class Residual(nn.Module):
         self.shortcut = _shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, "Residual", self.in_channels)
         return F.relu(self.f(x) + self.shortcut(x))
 
 
@@ -356,6 +448,10 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        mid_channels = check_int(mid_channels, "mid_channels", 1)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        stride = check_int(stride, "stride", 1)
         self.f = nn.Sequential(
             nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels), nn.ReLU(),
             nn.Conv2d(mid_channels, mid_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(mid_channels), nn.ReLU(),
@@ -364,6 +460,7 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x, "Bottleneck", self.in_channels)
         return F.relu(self.f(x) + self.shortcut(x))
 
 
@@ -380,6 +477,11 @@ class ResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, channels: tuple[int, ...] = (16, 32, 64), blocks: int = 1):
         super().__init__()
+        num_classes = check_int(num_classes, "num_classes", 1)
+        blocks = check_int(blocks, "blocks", 1)
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, (tuple, list)) or not channels:
+            raise ValueError(f"channels must be a non-empty tuple of integers; got {channels!r}")
+        channels = [check_int(c, "every entry of channels", 1) for c in channels]
         self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, padding=1, bias=False),
                                   nn.BatchNorm2d(channels[0]), nn.ReLU())  # (B, c0, 28, 28)
         stages, c_in = [], channels[0]
@@ -391,12 +493,7 @@ class ResNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))  # (B, K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """The number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return self.head(self.stages(self.stem(_check_images(x, "ResNet", 1))))
 
 
 def receptive_field(kernels: list[int], strides: list[int] | None = None) -> int:
@@ -404,13 +501,17 @@ def receptive_field(kernels: list[int], strides: list[int] | None = None) -> int
 
     $r_L = 1 + \\sum_l (k_l - 1) \\prod_{m < l} s_m$
     """
-    kernels = list(kernels)
-    strides = [1] * len(kernels) if strides is None else list(strides)
+    lists = {}
+    for name, values in (("kernels", kernels), ("strides", strides)):
+        if values is None and name == "strides":
+            continue
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+            raise ValueError(f"{name} must be a list of integers >= 1; got {values!r}")
+        lists[name] = [check_int(v, f"every entry of {name}", 1) for v in values]
+    kernels = lists["kernels"]
+    strides = lists.get("strides", [1] * len(kernels))
     if len(strides) != len(kernels):
         raise ValueError(f"got {len(kernels)} kernels but {len(strides)} strides")
-    for name, values in (("kernel sizes", kernels), ("strides", strides)):
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise ValueError(f"{name} must be integers >= 1; got {values}")
     r, jump = 1, 1
     for k, s in zip(kernels, strides):
         r += (k - 1) * jump
@@ -426,6 +527,75 @@ def mnist_classifier(num_classes: int = 10) -> LeNet:
 
     The CNN chapter trains it and saves it with :func:`dlbook.zoo.save_model`
     under the name ``"mnist_cnn"``; later chapters rebuild it with this
-    function and load the weights.
+    function and load the weights, so its layers and their names never change
+    (127,982 parameters for 10 classes).
+
+    Shapes:
+        x: (B, 1, 28, 28) -> (B, K)
     """
     return LeNet(num_classes, modern=True, width=(16, 32), hidden=(128, 84), dropout=0.1)
+
+
+GEOMETRY_MAX = 40  # conv_geometry draws every pixel: larger inputs are unreadable (and slow)
+
+
+def conv_geometry(size: int, kernel: int, padding: int = 0, stride: int = 1, fig=None):
+    """Draw where a kernel slides over a padded input, and the output it makes.
+
+    Left: the input (white) inside its zero padding (grey), the first window
+    (red), the last window that fits (blue) and, when
+    $(W - F + 2P)$ is not a multiple of $S$, the next window, which would
+    hang over the edge and is dropped (dashed orange). Right: the output grid.
+
+    Returns the matplotlib ``Figure`` (``fig`` when one is given, cleared first).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    n = conv_output_size(size, kernel, padding, stride)  # validates the arguments
+    full = size + 2 * padding
+    if full > GEOMETRY_MAX:
+        raise ValueError(f"conv_geometry draws every pixel: size + 2*padding must be at most "
+                         f"{GEOMETRY_MAX}; got {size} + 2*{padding} = {full}")
+    if fig is not None and not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure or None; got {type(fig).__name__}")
+    fig = fig or plt.figure(figsize=(8.0, 4.0))
+    fig.clear()
+    ax_in, ax_out = fig.subplots(1, 2, gridspec_kw={"width_ratios": [full, max(n, 1)]})
+    for ax, m in ((ax_in, full), (ax_out, n)):
+        ax.set_xlim(-0.5, m + 0.5)
+        ax.set_ylim(m + 0.5, -0.5)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for i in range(full):
+        for j in range(full):
+            inside = padding <= i < padding + size and padding <= j < padding + size
+            ax_in.add_patch(Rectangle((j, i), 1, 1, facecolor="white" if inside else "0.85",
+                                      edgecolor="0.6", linewidth=0.5))
+    last = (n - 1) * stride
+    ax_in.add_patch(Rectangle((0, 0), kernel, kernel, fill=False, edgecolor="tab:red", linewidth=2.5))
+    ax_in.add_patch(Rectangle((last, last), kernel, kernel, fill=False, edgecolor="tab:blue", linewidth=2.5))
+    remainder = (size - kernel + 2 * padding) % stride
+    if remainder:
+        nxt = last + stride
+        ax_in.add_patch(Rectangle((nxt, nxt), kernel, kernel, fill=False, edgecolor="tab:orange",
+                                  linewidth=2, linestyle="--", clip_on=False))
+    for i in range(n):
+        for j in range(n):
+            color = "tab:red" if (i, j) == (0, 0) else "tab:blue" if (i, j) == (n - 1, n - 1) else "white"
+            ax_out.add_patch(Rectangle((j, i), 1, 1, facecolor=color, edgecolor="0.4", linewidth=0.8,
+                                       alpha=0.6 if color != "white" else 1))
+    ratio = (size - kernel + 2 * padding) / stride
+    ax_in.set_title(f"input W={size}, padding P={padding}\nkernel F={kernel}, stride S={stride}", fontsize=10)
+    ax_out.set_title(f"output {n}x{n}", fontsize=10)
+    formula = f"N = floor(({size} - {kernel} + 2*{padding}) / {stride}) + 1 = floor({ratio:g}) + 1 = {n}"
+    note = ("" if not remainder else
+            f"\n(W - F + 2P)/S = {ratio:g} is not whole: the dashed window would hang "
+            f"{stride - remainder} pixel(s) over the edge, so it is dropped")
+    fig.suptitle(formula + note, fontsize=9)
+    fig.tight_layout()
+    return fig

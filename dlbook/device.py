@@ -14,6 +14,8 @@ from typing import Iterator
 
 import torch
 
+from ._checks import check_bool, check_device
+
 KNOWN_DEVICE_TYPES = ("cuda", "mps", "cpu")
 
 
@@ -56,6 +58,9 @@ def get_device(name: str | None = None) -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not isinstance(name, (str, torch.device)):
+        raise TypeError(f"{source}: expected a device name such as 'cpu' or 'cuda', or a torch.device; "
+                        f"got {type(name).__name__}")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
@@ -78,7 +83,7 @@ def get_device(name: str | None = None) -> torch.device:
 
 def device_name(device: torch.device | str) -> str:
     """A human-readable name of the GPU or CPU behind ``device``."""
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
@@ -98,16 +103,38 @@ def _cpu_name() -> str:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX).
+    """True when the CPU computes bfloat16 in hardware.
 
-    Without it, PyTorch emulates bfloat16 on the CPU and autocast makes
-    training several times *slower*, so :func:`amp_dtype` keeps float32.
+    On x86: the AVX-512 BF16 or AMX-BF16 instructions. oneDNN's own check
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes for plain
+    AVX-512, where it emulates bfloat16; it is used only on other CPUs (ARM,
+    where it looks for the BF16 extension).
+
+    Without native bfloat16, autocast makes training several times *slower*,
+    so :func:`amp_dtype` keeps float32.
     """
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+        flags = _x86_bf16_flags()
+        if flags is not None:
+            return bool(flags)
     checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
         return bool(checker()) if checker is not None else False
     except RuntimeError:
         return False
+
+
+def _x86_bf16_flags() -> set[str] | None:
+    """Which of the native bfloat16 instruction sets this x86 CPU has, or
+    ``None`` when torch cannot tell (then oneDNN's check decides)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:
+        return None
+    try:
+        found = capabilities()
+    except RuntimeError:
+        return None
+    return {name for name in ("avx512_bf16", "amx_bf16") if found.get(name)}
 
 
 def amp_dtype(device: torch.device | str) -> torch.dtype | None:
@@ -117,7 +144,7 @@ def amp_dtype(device: torch.device | str) -> torch.dtype | None:
     a gradient scaler, see :func:`grad_scaler`). CPU: bfloat16 only when the
     CPU computes it natively. MPS and everything else: ``None`` (float32).
     """
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
@@ -132,8 +159,8 @@ def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[torch
     Use ``enabled=False`` for full precision, for example in parity checks.
     Yields the dtype in use (``None`` means float32).
     """
-    device = torch.device(device)
-    dtype = amp_dtype(device) if enabled else None
+    device = check_device(device)
+    dtype = amp_dtype(device) if check_bool(enabled, "enabled") else None
     if dtype is None:
         yield None
         return
@@ -148,8 +175,8 @@ def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.G
     unless the loss is scaled up first; bfloat16 and float32 need no scaling.
     A disabled scaler passes ``scale``, ``step`` and ``update`` through.
     """
-    device = torch.device(device)
-    active = enabled and amp_dtype(device) == torch.float16
+    device = check_device(device)
+    active = check_bool(enabled, "enabled") and amp_dtype(device) == torch.float16
     return torch.amp.GradScaler(device.type if active else "cpu", enabled=active)
 
 
@@ -159,7 +186,7 @@ def loader_kwargs(device: torch.device | str) -> dict:
     CUDA: page-locked memory (faster host-to-GPU copies) and worker processes.
     CPU and MPS: no workers, since the main process has the cores to itself.
     """
-    device = torch.device(device)
+    device = check_device(device)
     if device.type == "cuda":
         workers = min(4, os.cpu_count() or 1)
         return {"pin_memory": True, "num_workers": workers, "persistent_workers": workers > 0}

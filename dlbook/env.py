@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ._checks import check_bool, check_int
+from ._version import __version__
 from .device import device_name, get_device
 from .profiles import get_profile
 
@@ -20,9 +22,9 @@ def seed_everything(seed: int = 0) -> int:
     Raises:
         ValueError: if ``seed`` is not an integer in [0, 2**32).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
-    seed = int(seed)
+    seed = check_int(seed, "seed", 0)
+    if seed >= 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA and MPS generators too
@@ -79,8 +81,8 @@ def setup(seed: int = 0, device: str | None = None, deterministic: bool = True,
         deterministic: ask torch for deterministic algorithms.
         verbose: print the one-line summary.
     """
-    from . import __version__
-
+    deterministic = check_bool(deterministic, "deterministic")
+    verbose = check_bool(verbose, "verbose")
     seed = seed_everything(seed)
     if deterministic:
         use_deterministic_algorithms()

@@ -9,7 +9,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+
+from ._checks import check_callable, check_device, describe
+
+
+def _check_path(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (a str or a Path); got {describe(path)}")
+    if not os.fspath(path).strip():
+        raise ValueError("path must name a file; got an empty path")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path must name a file; {path} is a folder")
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> Path:
@@ -19,7 +33,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
     flushed, synced to disk and renamed over ``path`` only when ``write``
     returns. A crash or an exception leaves ``path`` untouched.
     """
-    path = Path(path)
+    path = _check_path(path)
+    check_callable(write, "write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -39,12 +54,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes; got {type(data).__name__} (encode text first)")
     return atomic_write(path, lambda f: f.write(data))
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()  # a NumPy scalar: the Python number it holds
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON: {describe(value)}")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (UTF-8, trailing newline)."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    """Atomically write ``obj`` as indented JSON (UTF-8, trailing newline).
+
+    NumPy scalars are written as the numbers they hold.
+
+    Raises:
+        ValueError: for NaN or an infinity anywhere in ``obj``: JSON has no
+            such numbers (Python would write ``NaN``, which JSON readers refuse).
+        TypeError: for a value JSON cannot hold.
+    """
+    try:
+        text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+    except ValueError as err:
+        raise ValueError(f"cannot write {path} as JSON: it holds NaN or an infinity, which JSON "
+                         f"has no number for") from err
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -59,4 +94,9 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     Only tensors, numbers, strings and plain containers are unpickled, so a
     tampered file cannot run code.
     """
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if isinstance(map_location, (str, torch.device)):
+        map_location = check_device(map_location, "map_location")
+    elif map_location is not None and not isinstance(map_location, dict) and not callable(map_location):
+        raise TypeError(f"map_location must be a device, a dict, a function or None (see torch.load); "
+                        f"got {describe(map_location)}")
+    return torch.load(_check_path(path), map_location=map_location, weights_only=True)

@@ -7,20 +7,36 @@ labelled axes, so a notebook can show it or save it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ._checks import check_bool, check_float, check_int, describe
+
 FIGSIZE = (6.4, 4.0)  # one column of the book's page, in inches
 CMAP = "gray"
 
 
-def _as_numpy(x) -> np.ndarray:
+def _as_numpy(x, name: str) -> np.ndarray:
+    """A real-valued array from a tensor, an array or a (nested) list of numbers."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().float().numpy()
-    return np.asarray(x)
+        x = x.detach().cpu()
+        array = (x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy()
+    else:
+        try:
+            array = np.asarray(x)
+        except (ValueError, TypeError) as err:  # ragged lists
+            raise ValueError(f"{name} must be a tensor or an array of numbers; got {describe(x)}") from err
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a tensor or an array of real numbers; got dtype {array.dtype}")
+    return array
+
+
+def _check_text(value, name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None; got {describe(value)}")
 
 
 def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
@@ -29,16 +45,20 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
     """Show a batch of images in a grid.
 
     Args:
-        images: (B, H, W), (B, 1, H, W) or (B, 3, H, W) tensor or array.
+        images: (B, H, W), (B, 1, H, W) or (B, 3, H, W) tensor or array of
+            finite numbers.
         labels: one caption per image (optional).
-        ncols: images per row.
+        ncols: images per row (at most; fewer when there are fewer images).
         title: the figure's title.
+        scale: the size of one image, in inches.
         normalize: stretch each image to its own min..max for display.
 
     Shapes:
         images: (B, H, W) or (B, C, H, W) with C in {1, 3}
     """
-    x = _as_numpy(images)
+    x = _as_numpy(images, "images").astype(np.float64)
+    normalize = check_bool(normalize, "normalize")
+    _check_text(title, "title")
     if x.ndim == 4:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image_grid expects 1 or 3 channels; got shape {x.shape}")
@@ -46,13 +66,22 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
         if x.shape[-1] == 1:
             x = x[..., 0]  # (B, H, W)
     elif x.ndim != 3:
-        raise ValueError(f"image_grid expects (B, H, W) or (B, C, H, W); got shape {x.shape}")
+        raise ValueError(f"image_grid expects images of shape (B, H, W) or (B, C, H, W); got shape {x.shape}")
     n = len(x)
     if n == 0:
         raise ValueError("image_grid got no images")
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"image_grid got {n} images but {len(labels)} labels")
-    ncols = max(1, min(ncols, n))
+    if 0 in x.shape[1:3]:
+        raise ValueError(f"image_grid got images of size 0; shape {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x).reshape(n, -1).all(1))[0])
+        raise ValueError(f"image_grid got NaN or infinite values (first in image {bad})")
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+            raise ValueError(f"labels must be a list of captions, one per image; got {describe(labels)}")
+        if len(labels) != n:
+            raise ValueError(f"image_grid got {n} images but {len(labels)} labels")
+    ncols = min(check_int(ncols, "ncols", 1), n)
+    scale = check_float(scale, "scale", 0.1, 10.0)
     nrows = -(-n // ncols)
     height = nrows * (scale + (0.3 if labels is not None else 0)) + (0.5 if title else 0)
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, height), squeeze=False)
@@ -76,29 +105,58 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
     return fig
 
 
-def learning_curves(histories: dict, keys: Sequence[str] = ("train_loss", "val_loss"),
+def learning_curves(histories: Mapping, keys: Sequence[str] | str = ("train_loss", "val_loss"),
                     x: str = "epoch", title: str = "Learning curves", ylabel: str | None = None,
-                    logy: bool = False, names: dict[str, str] | None = None):
+                    logy: bool = False, names: Mapping[str, str] | None = None):
     """Plot metrics of one or more :class:`dlbook.train.History` objects.
 
     Args:
-        histories: ``{"run name": history}``.
-        keys: record keys to plot, one line each per run.
+        histories: ``{"run name": history}``; a history is a list of record
+            dicts (a :class:`dlbook.train.History` is one).
+        keys: record keys to plot, one line each per run (one key may be a string).
         x: the record key for the x axis (``"epoch"`` or ``"seconds"``).
         names: legend names for the keys, e.g. ``{"val_loss": "test loss"}``
             when the validation set is the test set.
+
+    Raises:
+        ValueError: when no history has any of ``keys``, or a record with
+            one of them lacks ``x``.
     """
-    names = names or {}
+    if not isinstance(histories, Mapping):
+        raise TypeError(f"histories must be a dict of run name -> history; got {type(histories).__name__}")
     if not histories:
         raise ValueError("learning_curves needs at least one history")
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    keys = (keys,) if isinstance(keys, str) else keys
+    if not isinstance(keys, Sequence) or not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"keys must be a record key or a non-empty list of them; got {describe(keys)}")
+    if names is not None and not isinstance(names, Mapping):
+        raise TypeError(f"names must be a dict of key -> legend name, or None; got {describe(names)}")
+    for name, value in (("x", x), ("title", title), ("ylabel", ylabel)):
+        _check_text(value, name)
+    if x is None:
+        raise TypeError("x must be a record key such as 'epoch'; got None")
+    logy = check_bool(logy, "logy")
+    names = dict(names or {})
+    lines = []  # (x values, y values, style, legend label)
     for name, history in histories.items():
+        try:
+            records = list(history)
+        except TypeError:
+            records = [None]
+        if not all(isinstance(r, Mapping) for r in records):
+            raise TypeError(f"history {name!r} must be a list of record dicts; got {describe(history)}")
         for key in keys:
-            rows = [r for r in history if key in r]
-            if not rows:
-                continue
-            style = "--" if key.startswith("train") else "-"
-            ax.plot([r[x] for r in rows], [r[key] for r in rows], style, marker=".", label=f"{name}: {names.get(key, key)}")
+            rows = [r for r in records if key in r]
+            if any(x not in r for r in rows):
+                raise ValueError(f"history {name!r}: a record with {key!r} has no {x!r} for the x axis")
+            if rows:
+                style = "--" if key.startswith("train") else "-"
+                lines.append(([r[x] for r in rows], [r[key] for r in rows], style, f"{name}: {names.get(key, key)}"))
+    if not lines:
+        raise ValueError(f"no history has any of the keys {list(keys)}")
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for xs, ys, style, label in lines:
+        ax.plot(xs, ys, style, marker=".", label=label)
     ax.set_xlabel({"epoch": "epoch", "seconds": "training time (s)"}.get(x, x))
     ax.set_ylabel(ylabel or ", ".join(keys))
     if logy:
@@ -110,16 +168,30 @@ def learning_curves(histories: dict, keys: Sequence[str] = ("train_loss", "val_l
     return fig
 
 
+def _labels(y, name: str) -> np.ndarray:
+    """Integer class labels; floats only when every value is a whole number."""
+    a = _as_numpy(y, name)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError(f"{name} must hold integer class labels; got non-integer values")
+    elif a.dtype.kind == "b":
+        raise ValueError(f"{name} must hold integer class labels; got booleans")
+    return a.astype(np.int64)
+
+
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
     """Counts ``C[i, j]`` of examples of true class ``i`` predicted as ``j``.
 
     Shapes:
         y_true, y_pred: (N,) integer labels -> (K, K)
     """
-    t, p = _as_numpy(y_true).astype(np.int64), _as_numpy(y_pred).astype(np.int64)
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
     if t.shape != p.shape or t.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D and the same length; got {t.shape} and {p.shape}")
-    k = num_classes if num_classes is not None else int(max(t.max(initial=-1), p.max(initial=-1)) + 1)
+    if num_classes is None:
+        k = int(max(t.max(initial=-1), p.max(initial=-1)) + 1)
+    else:
+        k = check_int(num_classes, "num_classes", 1)
     if t.size and (t.min() < 0 or p.min() < 0 or t.max() >= k or p.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}); got y_true in [{t.min()}, {t.max()}], "
                          f"y_pred in [{p.min()}, {p.max()}]")
@@ -130,6 +202,8 @@ def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str], title: str
     """Draw the confusion matrix with counts in the cells (log colour scale)."""
     from matplotlib.colors import LogNorm
 
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence) or not class_names:
+        raise ValueError(f"class_names must be a non-empty list of names; got {describe(class_names)}")
     k = len(class_names)
     cm = confusion_matrix(y_true, y_pred, k)
     fig, ax = plt.subplots(figsize=(0.55 * k + 2.2, 0.55 * k + 1.6))
@@ -139,65 +213,10 @@ def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str], title: str
             if cm[i, j]:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > cm.max() / 3 else "black")
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), [str(c) for c in class_names], fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def conv_geometry(size: int, kernel: int, padding: int = 0, stride: int = 1, fig=None):
-    """Draw where a kernel slides over a padded input, and the output it makes.
-
-    Left: the input (white) inside its zero padding (grey), the first window
-    (red), the last window that fits (blue) and, when
-    $(W - F + 2P)$ is not a multiple of $S$, the next window, which would
-    hang over the edge and is dropped (dashed orange). Right: the output grid.
-    """
-    from matplotlib.patches import Rectangle
-
-    from .cnn import conv_output_size
-
-    n = conv_output_size(size, kernel, padding, stride)  # validates the arguments
-    full = size + 2 * padding
-    fig = fig or plt.figure(figsize=(8.0, 4.0))
-    fig.clear()
-    ax_in, ax_out = fig.subplots(1, 2, gridspec_kw={"width_ratios": [full, max(n, 1)]})
-    for ax, m in ((ax_in, full), (ax_out, n)):
-        ax.set_xlim(-0.5, m + 0.5)
-        ax.set_ylim(m + 0.5, -0.5)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    for i in range(full):
-        for j in range(full):
-            inside = padding <= i < padding + size and padding <= j < padding + size
-            ax_in.add_patch(Rectangle((j, i), 1, 1, facecolor="white" if inside else "0.85",
-                                      edgecolor="0.6", linewidth=0.5))
-    last = (n - 1) * stride
-    ax_in.add_patch(Rectangle((0, 0), kernel, kernel, fill=False, edgecolor="tab:red", linewidth=2.5))
-    ax_in.add_patch(Rectangle((last, last), kernel, kernel, fill=False, edgecolor="tab:blue", linewidth=2.5))
-    remainder = (size - kernel + 2 * padding) % stride
-    if remainder:
-        nxt = last + stride
-        ax_in.add_patch(Rectangle((nxt, nxt), kernel, kernel, fill=False, edgecolor="tab:orange",
-                                  linewidth=2, linestyle="--", clip_on=False))
-    for i in range(n):
-        for j in range(n):
-            color = "tab:red" if (i, j) == (0, 0) else "tab:blue" if (i, j) == (n - 1, n - 1) else "white"
-            ax_out.add_patch(Rectangle((j, i), 1, 1, facecolor=color, edgecolor="0.4", linewidth=0.8,
-                                       alpha=0.6 if color != "white" else 1))
-    ratio = (size - kernel + 2 * padding) / stride
-    ax_in.set_title(f"input W={size}, padding P={padding}\nkernel F={kernel}, stride S={stride}", fontsize=10)
-    ax_out.set_title(f"output {n}x{n}", fontsize=10)
-    formula = f"N = floor(({size} - {kernel} + 2*{padding}) / {stride}) + 1 = floor({ratio:g}) + 1 = {n}"
-    note = ("" if not remainder else
-            f"\n(W - F + 2P)/S = {ratio:g} is not whole: the dashed window would hang "
-            f"{stride - remainder} pixel(s) over the edge, so it is dropped")
-    fig.suptitle(formula + note, fontsize=9)
     fig.tight_layout()
     return fig

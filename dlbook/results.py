@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import check_float, check_int, describe
+from ._version import __version__
 from .device import device_name, get_device
 from .io import atomic_write_json
 from .profiles import get_profile
 
+# The chapters in number order (CONVENTIONS.md): chapter NN is CHAPTERS[NN - 1].
 CHAPTERS = ("foundations", "optimizers", "cnn", "attention", "transformer",
-            "gnn", "vae", "gan", "diffusion", "adversarial")
+            "gnn", "vae", "gan", "diffusion", "adversarial", "scale")
 
 
 def results_dir() -> Path:
@@ -59,19 +62,22 @@ def save(slug: str, metrics: dict, seed: int = 0, seconds: float | None = None) 
     Returns the record. In the smoke profile nothing is written: smoke
     metrics mean nothing.
     """
-    if slug not in CHAPTERS:
+    if not isinstance(slug, str) or slug not in CHAPTERS:
         raise ValueError(f"unknown chapter slug {slug!r}; expected one of {', '.join(CHAPTERS)}")
     if not isinstance(metrics, dict) or not metrics:
-        raise ValueError(f"metrics must be a non-empty dict of name -> number; got {metrics!r}")
+        raise ValueError(f"metrics must be a non-empty dict of name -> number; got {describe(metrics)}")
     clean = {}
     for key, value in metrics.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"metric names must be non-empty strings; got {key!r}")
         if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, np.generic):
             value = value.item()  # a one-element tensor or a NumPy scalar: a Python number
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"metric {key!r} must be a finite number; got {value!r}")
-        clean[str(key)] = value
-    from . import __version__
-
+            raise ValueError(f"metric {key!r} must be a finite number; got {describe(value)}")
+        clean[key] = value
+    seed = check_int(seed, "seed", 0)
+    if seconds is not None:
+        seconds = check_float(seconds, "seconds", 0.0)
     device = get_device()
     record = {
         "chapter": slug,
@@ -99,10 +105,18 @@ def comparison_table(rows: list[tuple]) -> str:
     """A Markdown table of ``(what, this run, reference, source)`` rows.
 
     The reference is a published number or one of the book's targets; the
-    source says which.
+    source says which. Floats are shown with four decimals; a ``|`` in a
+    cell is escaped so that it does not split the cell.
     """
+    def cell(value) -> str:
+        text = f"{value:.4f}" if isinstance(value, (float, np.floating)) else str(value)
+        return text.replace("|", "\\|")
+
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, (list, tuple)):
+        raise TypeError(f"rows must be a list of (what, this run, reference, source) tuples; got {describe(rows)}")
     lines = ["| what | this run | reference | source |", "|---|---|---|---|"]
-    for what, ours, theirs, source in rows:
-        fmt = (lambda v: f"{v:.4f}" if isinstance(v, float) else str(v))
-        lines.append(f"| {what} | {fmt(ours)} | {fmt(theirs)} | {source} |")
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, (tuple, list)) or len(row) != 4:
+            raise ValueError(f"row {i} must be a (what, this run, reference, source) tuple; got {describe(row)}")
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return "\n".join(lines)

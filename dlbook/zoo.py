@@ -18,28 +18,65 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import check_callable, check_module, describe
 from .io import atomic_torch_save, safe_torch_load
 from .paths import models_dir
-from .profiles import get_profile
+from .profiles import PROFILES, get_profile
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+RESERVED = ("name", "class", "profile", "torch", "saved")  # metadata save_model writes itself
 
 
 def model_path(name: str, profile: str | None = None) -> Path:
+    """Where model ``name`` of ``profile`` (default: the active one) is kept."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"model name must be lower-case letters, digits, '_' or '-'; got {name!r}")
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)} or None; got {profile!r}")
     return models_dir() / f"{name}-{profile or get_profile()}.pt"
 
 
+def _plain(value, where: str):
+    """``value`` as what load_model can read back (weights_only=True): str,
+    int, float, bool, None, and lists and str-keyed dicts of those. NumPy
+    scalars become Python numbers, tuples become lists."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        return value
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value)  # a subclass (torch's TorchVersion is a str) as the plain type
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: metadata keys must be strings; got {key!r}")
+        return {key: _plain(v, f"{where}[{key!r}]") for key, v in value.items()}
+    hint = " (use .item() or .tolist())" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
+    raise ValueError(f"{where} must be a str, int, float, bool, None, or a list or dict of those; "
+                     f"got {type(value).__name__}{hint}")
+
+
 def save_model(name: str, model: nn.Module, info: dict | None = None) -> Path:
-    """Save ``model``'s weights with a little metadata, atomically."""
+    """Save ``model``'s weights with a little metadata, atomically.
+
+    ``info`` is extra metadata (for example the test accuracy): plain values
+    that :func:`load_model` can read back, checked before anything is written.
+    """
     path = model_path(name)
-    # Plain Python values only: load_model reads with weights_only=True, which
-    # refuses torch.__version__ (a TorchVersion) and NumPy scalars.
+    check_module(model)
+    if info is not None and not isinstance(info, dict):
+        raise TypeError(f"info must be a dict of metadata or None; got {describe(info)}")
+    extra = _plain(info or {}, "info")
+    taken = sorted(set(extra) & set(RESERVED))
+    if taken:
+        raise ValueError(f"info may not set {', '.join(map(repr, taken))}: save_model writes those itself")
+    # torch.__version__ is a TorchVersion, which weights_only=True refuses: a str.
     meta = {"name": name, "class": type(model).__name__, "profile": get_profile(),
             "torch": str(torch.__version__),
-            "saved": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **{k: v.item() if isinstance(v, np.generic) else v for k, v in (info or {}).items()}}
+            "saved": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save({"state_dict": state, "info": meta}, path)
     return path
@@ -53,6 +90,7 @@ def load_model(name: str, model: nn.Module) -> dict:
         ValueError: when the saved weights are for a different architecture.
     """
     path = model_path(name)
+    check_module(model)
     if not path.exists():
         raise FileNotFoundError(
             f"No saved model {name!r} for the {get_profile()} profile at {path}. "
@@ -77,9 +115,14 @@ def load_or_train(name: str, model: nn.Module, train: Callable[[nn.Module], dict
 
     ``train`` may return a dict of metadata (for example its test accuracy).
     """
+    model_path(name)
+    check_module(model)
+    check_callable(train, "train")
     try:
         return load_model(name, model)
     except FileNotFoundError:
-        info = train(model) or {}
+        info = train(model)
+        if info is not None and not isinstance(info, dict):
+            raise TypeError(f"train(model) must return a dict of metadata or None; got {describe(info)}")
         save_model(name, model, info)
         return load_model(name, model)

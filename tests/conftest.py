@@ -62,7 +62,8 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("DLBOOK_DEVICE", raising=False)
     # No test may reach the network beyond 127.0.0.1. fetch() turns any error
     # into a DataError, so a blocked attempt is also recorded and fails the test.
-    real_download = dlbook.data._download
+    # dlbook.data.cache._download is the one function that transfers a file.
+    real_download = dlbook.data.cache._download
     blocked = []
 
     def guarded_download(url, folder):
@@ -71,7 +72,7 @@ def isolated_env(monkeypatch, tmp_path):
             raise ConnectionError(f"blocked by the test suite: {url}")
         return real_download(url, folder)
 
-    monkeypatch.setattr(dlbook.data, "_download", guarded_download)
+    monkeypatch.setattr(dlbook.data.cache, "_download", guarded_download)
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     yield tmp_path
@@ -120,8 +121,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def mirror_server(tmp_path_factory, mnist_arrays):
     """A local HTTP server with one folder per kind of mirror.
 
-    ``good/``: the official gzip'ed IDX files (rebuilt from mnist.npz) and
-    ``input.txt``; ``truncated/``: the same files cut short; ``corrupt/``:
+    ``good/``: the official gzip'ed IDX files (rebuilt from mnist.npz),
+    ``input.txt`` and the official Planetoid files (``ind.cora.x``, ...);
+    ``truncated/``: the same IDX and text files cut short; ``corrupt/``:
     valid gzip files of altered data; ``missing/``: nothing (404).
     Yields ``base(kind) -> "http://127.0.0.1:PORT/kind/"``.
     """
@@ -141,6 +143,8 @@ def mirror_server(tmp_path_factory, mnist_arrays):
     (good / "input.txt").write_bytes(text)
     (truncated / "input.txt").write_bytes(text[: len(text) // 2])
     (corrupt / "input.txt").write_bytes(text.replace(b"ROMEO", b"ROMEU", 1))
+    for path in (SHARED_DATA / "planetoid").glob("ind.*"):
+        shutil.copyfile(path, good / path.name)
 
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -2,12 +2,16 @@
 
 import itertools
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.patches import Rectangle
 from torch import nn
 
 from dlbook import cnn
+from dlbook.bench import count_parameters
 
 ATOL = 1e-5
 
@@ -175,7 +179,7 @@ def test_pool2d_gradient_matches_pytorch():
     (torch.zeros(3, 4, 4), {}, "B, C, H, W"),
     (torch.zeros(1, 1, 4, 4), dict(mode="min"), "mode"),
     (torch.zeros(1, 1, 4, 4), dict(size=5), "larger"),
-    (torch.zeros(1, 1, 4, 4), dict(size=0), "kernel"),
+    (torch.zeros(1, 1, 4, 4), dict(size=0), "size"),
     (torch.zeros(1, 1, 4, 4), dict(stride=0), "stride"),
 ])
 def test_pool2d_validation(x, kwargs, match):
@@ -236,7 +240,7 @@ def test_batch_norm_function_golden():
 
 
 @pytest.mark.parametrize("x, C, training, match", [
-    (torch.zeros(2, 3, 4), 3, True, r"\(B, C\)"),
+    (torch.zeros(2, 3, 4), 3, True, r"\(B, C\) or \(B, C, H, W\)"),
     (torch.zeros(2, 3), 4, True, "gamma"),
     (torch.zeros(1, 3), 3, True, "more than one"),
     (torch.zeros(1, 3, 1, 1), 3, True, "more than one"),
@@ -381,12 +385,12 @@ def test_resnet(channels, blocks, final_hw):
 def test_count_parameters_classic_lenet5():
     # conv1 1->6, 5x5: 6*25+6 = 156; conv2 6->16, 5x5: 16*150+16 = 2,416;
     # fc 400->120: 48,120; 120->84: 10,164; 84->10: 850. Sum: 61,706.
-    assert cnn.count_parameters(cnn.LeNet(modern=False)) == 61_706
+    assert count_parameters(cnn.LeNet(modern=False)) == 61_706
 
 
 def test_count_parameters_modern_lenet():
     # + BatchNorm gamma and beta: 2*(6 + 16 + 120 + 84) = 452
-    assert cnn.count_parameters(cnn.LeNet(modern=True)) == 61_706 + 452
+    assert count_parameters(cnn.LeNet(modern=True)) == 61_706 + 452
 
 
 def test_count_parameters_inception_3a():
@@ -394,22 +398,305 @@ def test_count_parameters_inception_3a():
     # 1x1: 192*64+64 = 12,352; 1x1 reduce 192*96+96 = 18,528, 3x3 96*128*9+128 = 110,720;
     # 1x1 reduce 192*16+16 = 3,088, 5x5 16*32*25+32 = 12,832; pool proj 192*32+32 = 6,176.
     block = cnn.Inception(192, 64, (96, 128), (16, 32), 32)
-    assert cnn.count_parameters(block) == 163_696
+    assert count_parameters(block) == 163_696
     assert block(torch.randn(1, 192, 4, 4)).shape == (1, 256, 4, 4)
 
 
 def test_count_parameters_residual_blocks():
     # identity, 4->4: two 3x3 convs without bias 2*144 + two BNs 2*8 = 304
-    assert cnn.count_parameters(cnn.Residual(4, 4)) == 304
+    assert count_parameters(cnn.Residual(4, 4)) == 304
     # projection, 4->8 stride 2: 288 + 16 + 576 + 16 + 1x1 conv 32 + BN 16 = 944
-    assert cnn.count_parameters(cnn.Residual(4, 8, stride=2)) == 944
+    assert count_parameters(cnn.Residual(4, 8, stride=2)) == 944
     # bottleneck 16->4->16: 64 + 8 + 144 + 8 + 64 + 32 = 320
-    assert cnn.count_parameters(cnn.Bottleneck(16, 4, 16)) == 320
+    assert count_parameters(cnn.Bottleneck(16, 4, 16)) == 320
 
 
-def test_count_parameters_agrees_with_a_formula_and_skips_frozen():
-    conv = nn.Conv2d(3, 8, 5)
-    assert cnn.count_parameters(conv) == 8 * (3 * 25 + 1)
-    conv.bias.requires_grad_(False)
-    assert cnn.count_parameters(conv) == 8 * 3 * 25
-    assert cnn.count_parameters(nn.ReLU()) == 0
+def test_vgg_block_parameters_without_redundant_bias():
+    # two 3x3 convs 16->32 and 32->32 without bias (BN follows): 4,608 + 9,216; two BNs: 2*64
+    assert count_parameters(cnn.vgg_block(2, 16, 32)) == 4_608 + 9_216 + 128
+    # without batch norm each convolution keeps its bias
+    assert count_parameters(cnn.vgg_block(2, 16, 32, batch_norm=False)) == 4_608 + 32 + 9_216 + 32
+
+
+@pytest.mark.parametrize("module", [
+    cnn.vgg_block(2, 3, 8), cnn.Residual(4, 8, stride=2), cnn.Bottleneck(8, 4, 16), cnn.ResNet(channels=(4, 8)),
+], ids=["vgg_block", "Residual", "Bottleneck", "ResNet"])
+def test_no_bias_on_a_convolution_followed_by_batch_norm(module):
+    layers = [m for m in module.modules() if not list(m.children())]  # leaves, in order
+    pairs = [(a, b) for a, b in zip(layers, layers[1:]) if isinstance(a, nn.Conv2d)]
+    assert pairs, "no convolution found"
+    for conv, after in pairs:
+        if isinstance(after, nn.BatchNorm2d):
+            assert conv.bias is None, f"{conv} is followed by batch norm but has a bias"
+    assert any(isinstance(after, nn.BatchNorm2d) for _, after in pairs)
+
+
+# the book's MNIST classifier: later chapters load a saved copy -----------------------
+
+def test_mnist_classifier_is_pinned():
+    """A saved model only loads into the same layers: this pins them."""
+    model = cnn.mnist_classifier()
+    assert isinstance(model, cnn.LeNet)
+    assert count_parameters(model) == 127_982
+    state = model.state_dict()
+    assert len(state) == 30
+    assert tuple(state["features.0.weight"].shape) == (16, 1, 5, 5) and "features.0.bias" in state
+    assert tuple(state["features.4.weight"].shape) == (32, 16, 5, 5)
+    assert tuple(state["classifier.1.weight"].shape) == (128, 800)
+    assert tuple(state["classifier.5.weight"].shape) == (84, 128)
+    assert tuple(state["classifier.9.weight"].shape) == (10, 84)
+    drop = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drop == [0.1, 0.1]
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_mnist_classifier_shapes(B):
+    model = cnn.mnist_classifier().eval()
+    assert model(torch.randn(B, 1, 28, 28)).shape == (B, 10)
+    assert cnn.mnist_classifier(num_classes=3).eval()(torch.randn(B, 1, 28, 28)).shape == (B, 3)
+    with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
+        model(torch.randn(B, 1, 32, 32))
+
+
+def test_mnist_classifier_saves_and_loads_through_the_zoo():
+    from dlbook import zoo
+
+    trained = cnn.mnist_classifier()
+    with torch.no_grad():
+        trained(torch.randn(4, 1, 28, 28))  # moves the batch-norm statistics
+    zoo.save_model("mnist_cnn", trained)
+    fresh = cnn.mnist_classifier()
+    zoo.load_model("mnist_cnn", fresh)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(trained.eval()(x), fresh.eval()(x))
+
+
+# conv_geometry ----------------------------------------------------------------------
+
+@pytest.fixture
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.mark.parametrize("W, F_, P, S, dashed", [(5, 3, 0, 1, False), (5, 3, 1, 1, False), (7, 3, 0, 2, False),
+                                                  (8, 3, 0, 2, True), (6, 4, 1, 3, True)])
+def test_conv_geometry_draws_the_formula(close_figures, W, F_, P, S, dashed):
+    n = cnn.conv_output_size(W, F_, P, S)
+    fig = cnn.conv_geometry(W, F_, P, S)
+    ax_in, ax_out = fig.axes
+    full = W + 2 * P
+    cells = [p for p in ax_in.patches if isinstance(p, Rectangle) and p.get_width() == 1 and p.fill]
+    assert len(cells) == full * full
+    grey = [c for c in cells if c.get_facecolor()[:3] != (1.0, 1.0, 1.0)]
+    assert len(grey) == full * full - W * W  # the padding
+    windows = [p for p in ax_in.patches if not p.fill]
+    assert len(windows) == (3 if dashed else 2)
+    assert [w.get_xy() for w in windows[:2]] == [(0, 0), ((n - 1) * S, (n - 1) * S)]
+    assert all(w.get_width() == F_ for w in windows)
+    assert len(ax_out.patches) == n * n
+    title = fig._suptitle.get_text()
+    assert title.startswith(f"N = floor(({W} - {F_} + 2*{P}) / {S}) + 1") and f"= {n}" in title
+    assert ("dropped" in title) == dashed
+    assert ax_out.get_title() == f"output {n}x{n}"
+
+
+def test_conv_geometry_reuses_a_figure(close_figures):
+    fig = plt.figure()
+    assert cnn.conv_geometry(5, 3, 0, 1, fig=fig) is fig
+    assert cnn.conv_geometry(7, 3, 1, 2, fig=fig) is fig
+    assert len(fig.axes) == 2  # cleared, not drawn twice
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((5, 6), {}, ValueError, "larger"),
+    ((5, 3, -1), {}, ValueError, "padding"),
+    ((5, 3, 0, 0), {}, ValueError, "stride"),
+    ((5.0, 3), {}, ValueError, "size"),
+    ((39, 3, 1), {}, ValueError, "at most 40"),
+    ((5, 3), dict(fig="figure"), TypeError, "Figure"),
+])
+def test_conv_geometry_rejects_bad_input(close_figures, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cnn.conv_geometry(*args, **kwargs)
+
+
+def test_conv_geometry_accepts_numpy_integers(close_figures):
+    fig = cnn.conv_geometry(np.int64(7), np.int32(3), np.int64(0), np.int64(2))
+    assert fig.axes[1].get_title() == "output 3x3"
+
+
+# bad input: a clear error, or the right result ----------------------------------------
+
+X = torch.zeros(1, 3, 5, 5)
+WEIGHT = torch.zeros(2, 3, 3, 3)
+
+
+@pytest.mark.parametrize("impl", [cnn.conv2d_loops, cnn.conv2d_unfold])
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((X, WEIGHT), dict(padding=-1), ValueError, "padding"),  # would crop the input; PyTorch refuses too
+    ((X, WEIGHT), dict(padding=(0, -1)), ValueError, "padding"),
+    ((X, WEIGHT), dict(stride=True), ValueError, "stride"),
+    ((X, WEIGHT), dict(stride=2.0), ValueError, "stride"),
+    ((X.numpy(), WEIGHT), {}, TypeError, "x must be a torch.Tensor"),
+    ((X, WEIGHT.tolist()), {}, TypeError, "weight must be a torch.Tensor"),
+    ((X, WEIGHT, [0.0, 0.0]), {}, TypeError, "bias must be a torch.Tensor"),
+    ((X.long(), WEIGHT.long()), {}, ValueError, "floating dtype"),
+    ((X.double(), WEIGHT), {}, ValueError, "float64"),
+    ((X, WEIGHT, torch.zeros(2, dtype=torch.float64)), {}, ValueError, "bias torch.float64"),
+    ((X, torch.zeros(0, 3, 3, 3)), {}, ValueError, "every size >= 1"),
+    ((X, torch.zeros(2, 3, 0, 3)), {}, ValueError, "every size >= 1"),
+    ((torch.zeros(1, 0, 5, 5), torch.zeros(2, 0, 3, 3)), {}, ValueError, "every size >= 1"),
+    ((torch.zeros(1, 3, 0, 5), WEIGHT), {}, ValueError, "H, W >= 1"),
+])
+def test_conv2d_bad_input(impl, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        impl(*args, **kwargs)
+
+
+@pytest.mark.parametrize("impl", [cnn.conv2d_loops, cnn.conv2d_unfold])
+def test_conv2d_numpy_integers_and_an_empty_batch(impl):
+    x, weight = torch.randn(2, 3, 6, 6), torch.randn(4, 3, 3, 3)
+    expected = F.conv2d(x, weight, stride=2, padding=1)
+    got = impl(x, weight, stride=np.int64(2), padding=(np.int32(1), np.int64(1)))
+    assert torch.allclose(got, expected, atol=ATOL)
+    empty = impl(torch.zeros(0, 3, 6, 6), weight, padding=1)
+    assert empty.shape == F.conv2d(torch.zeros(0, 3, 6, 6), weight, padding=1).shape == (0, 4, 6, 6)
+
+
+def test_conv2d_propagates_nan_like_pytorch():
+    x = torch.randn(1, 1, 4, 4)
+    x[0, 0, 0, 0] = float("nan")
+    weight = torch.ones(1, 1, 2, 2)
+    ours, theirs = cnn.conv2d_unfold(x, weight), F.conv2d(x, weight)
+    assert torch.equal(ours.isnan(), theirs.isnan()) and ours.isnan().sum() == 1
+
+
+@pytest.mark.parametrize("fn, args, error, match", [
+    (cnn.conv_output_size, (np.int64(5), np.int64(3)), None, 3),
+    (cnn.conv_output_size, (5, 3, np.int64(1), np.int32(2)), None, 3),
+    (cnn.conv_output_size, (np.float64(5), 3), ValueError, "size"),
+    (cnn.conv_output_size, (5, np.bool_(True)), ValueError, "kernel"),
+    (cnn.conv_output_size, (5, 3, float("nan")), ValueError, "padding"),
+    (cnn.conv_output_size, (None, 3), ValueError, "size"),
+    (cnn.corr2d, (np.zeros((3, 3)), torch.zeros(2, 2)), TypeError, "x must be a torch.Tensor"),
+    (cnn.corr2d, (torch.zeros(3, 3), torch.zeros(0, 2)), ValueError, "at least 1x1"),
+    (cnn.pool2d, (torch.zeros(1, 1, 4, 4), np.int64(2)), None, (1, 1, 2, 2)),
+    (cnn.pool2d, (torch.zeros(1, 1, 4, 4), 2.0), ValueError, "size"),
+    (cnn.pool2d, (torch.zeros(1, 1, 4, 4), 2, True), ValueError, "stride"),
+    (cnn.pool2d, (torch.zeros(1, 1, 4, 4, dtype=torch.long), 2, None, "avg"), ValueError, "floating"),
+    (cnn.pool2d, ([[[[1.0]]]],), TypeError, "torch.Tensor"),
+    (cnn.receptive_field, ([np.int64(3), 3],), None, 5),
+    (cnn.receptive_field, ("33",), ValueError, "kernels"),
+    (cnn.receptive_field, (None,), ValueError, "kernels"),
+    (cnn.receptive_field, (3,), ValueError, "kernels"),
+    (cnn.receptive_field, ([3], 2), ValueError, "strides"),
+    (cnn.receptive_field, ([3.0],), ValueError, "kernels"),
+    (cnn.mnist_classifier, (0,), ValueError, "num_classes"),
+    (cnn.mnist_classifier, (np.int64(5),), None, None),
+])
+def test_functions_bad_input(fn, args, error, match):
+    if error is None:
+        result = fn(*args)
+        if isinstance(result, torch.Tensor):
+            assert tuple(result.shape) == match
+        elif match is not None:
+            assert result == match and type(result) is int
+        return
+    with pytest.raises(error, match=match):
+        fn(*args)
+
+
+BN_OK = dict(gamma=torch.ones(3), beta=torch.zeros(3), running_mean=torch.zeros(3), running_var=torch.ones(3))
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(x=torch.zeros(4, 3, dtype=torch.long)), ValueError, "floating"),
+    (dict(x=np.zeros((4, 3), dtype=np.float32)), TypeError, "x must be a torch.Tensor"),
+    (dict(gamma=[1.0, 1.0, 1.0]), TypeError, "gamma must be a torch.Tensor"),
+    (dict(training="no"), TypeError, "training"),  # a non-empty string would count as True
+    (dict(momentum=1.5), ValueError, "momentum"),
+    (dict(momentum=float("nan")), ValueError, "momentum"),
+    (dict(eps=-1e-5), ValueError, "eps"),
+])
+def test_batch_norm_bad_input(changes, error, match):
+    kwargs = dict(x=torch.randn(4, 3), training=True, **BN_OK) | changes
+    with pytest.raises(error, match=match):
+        cnn.batch_norm(**kwargs)
+
+
+def test_batch_norm_numpy_numbers_are_fine():
+    x = torch.randn(4, 3)
+    ours = cnn.batch_norm(x, training=np.bool_(True), momentum=np.float32(0.5), eps=np.float64(1e-5),
+                          **{k: v.clone() for k, v in BN_OK.items()})
+    theirs = F.batch_norm(x, torch.zeros(3), torch.ones(3), torch.ones(3), torch.zeros(3), True, 0.5, 1e-5)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: cnn.vgg_block(0, 3, 8), ValueError, "num_convs"),
+    (lambda: cnn.vgg_block(2, 3, 8, batch_norm="yes"), TypeError, "batch_norm"),
+    (lambda: cnn.vgg_block(2, 0, 8), ValueError, "in_channels"),
+    (lambda: cnn.vgg_block(1.0, 3, 8), ValueError, "num_convs"),
+    (lambda: cnn.nin_block(3, 8, 0), ValueError, "kernel_size"),
+    (lambda: cnn.nin_block(3, 8, 3, padding=-1), ValueError, "padding"),
+    (lambda: cnn.nin_block(3, 8, 3, stride=0), ValueError, "stride"),
+    (lambda: cnn.NiN(0), ValueError, "num_classes"),
+    (lambda: cnn.NiN(10, width=2.5), ValueError, "width"),
+    (lambda: cnn.Inception(4, 2, 3, (2, 3), 2), ValueError, "c2"),
+    (lambda: cnn.Inception(4, 2, (2, 3), (0, 3), 2), ValueError, "c3"),
+    (lambda: cnn.Inception(4, 0, (2, 3), (2, 3), 2), ValueError, "c1"),
+    (lambda: cnn.Residual(4, 8, stride=0), ValueError, "stride"),
+    (lambda: cnn.Residual(-4, 8), ValueError, "in_channels"),
+    (lambda: cnn.Bottleneck(8, 0, 8), ValueError, "mid_channels"),
+    (lambda: cnn.ResNet(channels=()), ValueError, "channels"),
+    (lambda: cnn.ResNet(channels=16), ValueError, "channels"),
+    (lambda: cnn.ResNet(channels=(16, 0)), ValueError, "channels"),
+    (lambda: cnn.ResNet(blocks=0), ValueError, "blocks"),
+    (lambda: cnn.LeNet(dropout=1.0), ValueError, "dropout"),
+    (lambda: cnn.LeNet(width=(6,)), ValueError, "width"),
+    (lambda: cnn.LeNet(modern="yes"), TypeError, "modern"),
+    (lambda: cnn.LeNet(hidden=(120, 0)), ValueError, "hidden"),
+    (lambda: cnn.BatchNorm(0), ValueError, "num_features"),
+    (lambda: cnn.BatchNorm(3, momentum=-0.1), ValueError, "momentum"),
+])
+def test_architectures_reject_bad_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_architectures_accept_numpy_integers():
+    n = np.int64
+    assert cnn.vgg_block(n(1), n(3), n(4))(torch.randn(1, 3, 4, 4)).shape == (1, 4, 2, 2)
+    assert cnn.Residual(n(2), n(4), stride=n(2))(torch.randn(1, 2, 4, 4)).shape == (1, 4, 2, 2)
+    assert cnn.ResNet(n(3), channels=[n(4)])(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert cnn.Inception(n(2), n(1), (n(1), n(2)), (n(1), n(1)), n(1))(torch.randn(1, 2, 3, 3)).shape == (1, 5, 3, 3)
+
+
+@pytest.mark.parametrize("module, x, error, match", [
+    (cnn.vgg_block(1, 3, 4), torch.randn(1, 2, 4, 4), ValueError, r"vgg_block expects x of shape \(B, 3, H, W\)"),
+    (cnn.vgg_block(1, 3, 4), torch.randn(1, 3, 1, 4), ValueError, "H, W >= 2"),
+    (cnn.vgg_block(1, 3, 4), torch.randn(3, 4, 4), ValueError, "vgg_block"),
+    (cnn.nin_block(3, 4, 5), torch.randn(1, 3, 4, 4), ValueError, "H, W >= 5"),
+    (cnn.NiN(10, 4), torch.randn(1, 1, 3, 28), ValueError, r"NiN expects x of shape \(B, 1, H, W\) with H, W >= 4"),
+    (cnn.NiN(10, 4), torch.randn(1, 3, 28, 28), ValueError, "NiN"),
+    (cnn.NiN(10, 4), torch.zeros(1, 1, 28, 28, dtype=torch.uint8), ValueError, "floating"),
+    (cnn.Inception(4, 1, (1, 1), (1, 1), 1), torch.randn(1, 3, 5, 5), ValueError, "Inception"),
+    (cnn.Residual(4, 4), torch.randn(1, 5, 5, 5), ValueError, "Residual"),
+    (cnn.Residual(4, 4), np.zeros((1, 4, 5, 5), dtype=np.float32), TypeError, "torch.Tensor"),
+    (cnn.Bottleneck(8, 2, 8), torch.randn(2, 8, 4), ValueError, "Bottleneck"),
+    (cnn.ResNet(channels=(4,)), torch.randn(1, 3, 28, 28), ValueError, "ResNet"),
+    (cnn.LeNet(), torch.zeros(1, 1, 28, 28, dtype=torch.long), ValueError, "floating"),
+    (cnn.LeNet(), [[0.0]], TypeError, "torch.Tensor"),
+])
+def test_architectures_reject_bad_input(module, x, error, match):
+    with pytest.raises(error, match=match):
+        module(x)
+
+
+def test_blocks_keep_the_parameter_names_of_a_plain_sequential():
+    block = cnn.vgg_block(2, 3, 4)
+    assert isinstance(block, nn.Sequential)
+    assert list(block.state_dict())[:3] == ["0.weight", "1.weight", "1.bias"]
+    assert list(cnn.nin_block(3, 4, 3).state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias",
+                                                         "4.weight", "4.bias"]

@@ -3,6 +3,10 @@
 The GPU branches are covered on the CPU by faking what torch reports.
 """
 
+import platform
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -113,8 +117,52 @@ def test_amp_dtype_mps_is_none(fake):
     assert dev.amp_dtype("mps") is None
 
 
-def test_cpu_has_native_bf16_is_a_bool():
-    assert isinstance(dev.cpu_has_native_bf16(), bool)
+def _cpuinfo_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("flags"))
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or platform.machine() != "x86_64",
+                    reason="needs an x86-64 Linux machine to read the CPU's flags")
+def test_cpu_has_native_bf16_matches_the_cpu_flags():
+    """An independent witness: the kernel's list of the CPU's instruction sets."""
+    flags = _cpuinfo_flags()
+    assert dev.cpu_has_native_bf16() is bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("capabilities, mkldnn, expected", [
+    ({"avx512_bf16": True, "amx_bf16": False}, True, True),
+    ({"avx512_bf16": False, "amx_bf16": True}, True, True),
+    # AVX-512 without BF16 (Skylake, Cascade Lake): oneDNN says yes and emulates; we say no
+    ({"avx512_bf16": False, "amx_bf16": False, "avx512_f": True, "avx512_bw": True}, True, False),
+    ({"avx2": True}, False, False),
+])
+def test_cpu_has_native_bf16_on_x86(monkeypatch, capabilities, mkldnn, expected):
+    monkeypatch.setattr(dev.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn, raising=False)
+    assert dev.cpu_has_native_bf16() is expected
+
+
+@pytest.mark.parametrize("machine", ["aarch64", "arm64"])
+@pytest.mark.parametrize("mkldnn, expected", [(lambda: True, True), (lambda: False, False)])
+def test_cpu_has_native_bf16_elsewhere_asks_onednn(monkeypatch, machine, mkldnn, expected):
+    monkeypatch.setattr(dev.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: pytest.fail("x86 only"), raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", mkldnn, raising=False)
+    assert dev.cpu_has_native_bf16() is expected
+
+
+def test_cpu_has_native_bf16_when_torch_cannot_tell(monkeypatch):
+    monkeypatch.setattr(dev.platform, "machine", lambda: "x86_64")
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+
+    def broken():
+        raise RuntimeError("no oneDNN")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", broken, raising=False)
+    assert dev.cpu_has_native_bf16() is False
 
 
 # autocast -----------------------------------------------------------------
@@ -205,3 +253,68 @@ def test_loader_kwargs_work_with_a_dataloader():
 def test_device_name():
     assert isinstance(dev.device_name("cpu"), str) and dev.device_name("cpu")
     assert "Apple" in dev.device_name("mps")
+
+
+# mixed precision on this CPU and on one without native bfloat16 --------------------
+
+def test_autocast_matmul_is_close_to_float32(native_bf16):
+    """What autocast computes depends on the CPU; compare each case with its own precision."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 64, generator=gen), torch.randn(64, 64, generator=gen)
+    exact = a.double() @ b.double()
+    with dev.autocast("cpu") as dtype:
+        got = a @ b
+    assert dtype == (torch.bfloat16 if native_bf16 else None)
+    assert got.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    # float32 rounds at ~1e-7 relative, bfloat16 at ~4e-3 (8 bits of mantissa)
+    tol = 0.05 if native_bf16 else 1e-4
+    assert torch.allclose(got.double(), exact, rtol=tol, atol=tol * exact.abs().max().item())
+    with dev.autocast("cpu", enabled=False):
+        assert torch.allclose((a @ b).double(), exact, rtol=1e-4, atol=1e-4)
+
+
+def test_amp_dtype_and_scaler_follow_the_cpu(native_bf16):
+    assert dev.amp_dtype("cpu") == (torch.bfloat16 if native_bf16 else None)
+    assert not dev.grad_scaler("cpu").is_enabled()  # bfloat16 needs no loss scaling
+
+
+# bad input ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", [dev.device_name, dev.amp_dtype, dev.grad_scaler, dev.loader_kwargs,
+                                lambda d: dev.autocast(d).__enter__()])
+@pytest.mark.parametrize("device, error, match", [
+    ("gpu", ValueError, "device name"),
+    ("", ValueError, "device name"),
+    (0, TypeError, "device"),
+    (None, TypeError, "device"),
+    (["cpu"], TypeError, "device"),
+])
+def test_device_arguments_bad_input(fn, device, error, match):
+    with pytest.raises(error, match=match):
+        fn(device)
+
+
+@pytest.mark.parametrize("fn", [lambda e: dev.autocast("cpu", enabled=e).__enter__(),
+                                lambda e: dev.grad_scaler("cpu", enabled=e)])
+@pytest.mark.parametrize("enabled", ["no", 0, None, 1.0])
+def test_enabled_must_be_a_bool(fn, enabled):
+    with pytest.raises(TypeError, match="enabled"):
+        fn(enabled)
+
+
+def test_numpy_bool_is_a_bool(fake):
+    fake(native_bf16=True)
+    with dev.autocast("cpu", enabled=np.bool_(False)) as dtype:
+        assert dtype is None
+
+
+@pytest.mark.parametrize("name, error", [(0, TypeError), (1.5, TypeError), (["cpu"], TypeError),
+                                         ("cuda:-1", ValueError), ("cpu:x", ValueError)])
+def test_get_device_bad_argument(fake, name, error):
+    fake(cuda=False)
+    with pytest.raises(error, match="argument"):
+        dev.get_device(name)
+
+
+def test_get_device_accepts_a_torch_device():
+    assert dev.get_device(torch.device("cpu")) == torch.device("cpu")

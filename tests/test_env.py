@@ -123,3 +123,20 @@ def test_bad_seeds(seed):
 def test_good_seeds(seed):
     assert dlbook.seed_everything(seed) == int(seed)
     assert type(dlbook.seed_everything(seed)) is int
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(verbose="no"), "verbose"),  # a non-empty string would count as True
+    (dict(verbose=None), "verbose"),
+    (dict(deterministic=1), "deterministic"),
+])
+def test_setup_switches_must_be_bools(kwargs, match, capsys):
+    with pytest.raises(TypeError, match=match):
+        env.setup(seed=0, **kwargs)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("device, error", [(0, TypeError), ("gpu", ValueError), ("cuda:x", ValueError)])
+def test_setup_bad_device(device, error):
+    with pytest.raises(error, match="device|argument"):
+        env.setup(seed=0, device=device, verbose=False)

@@ -3,7 +3,10 @@ with a hint, and never prints its solution."""
 
 import math
 import re
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,3 +178,80 @@ def test_param_count_gives_the_bias_hint_only_to_a_weights_only_answer(capsys):
     assert "bias" not in out and "you return 1" in out
     _, out = check("cnn.param_count", lambda c_in, c_out, k: c_out * c_in * k * k, capsys)
     assert "every output channel has a bias too" in out
+
+
+# numbers of every kind ----------------------------------------------------------------
+
+@pytest.mark.parametrize("key, answer", [
+    ("cnn.receptive_field", np.int64(7)),
+    ("cnn.receptive_field", np.int32(7)),
+    ("cnn.output_size", lambda W, F, P, S: np.int64((W - F + 2 * P) // S + 1)),
+    ("cnn.param_count", lambda c_in, c_out, k: np.int64(c_out) * (c_in * k * k + 1)),
+])
+def test_numpy_integers_are_right_answers(key, answer, capsys):
+    result, out = check(key, answer, capsys)
+    assert result.passed, out
+
+
+@pytest.mark.parametrize("key, answer, hint", [
+    ("cnn.receptive_field", np.float64(7.0), "whole number"),
+    ("cnn.receptive_field", np.bool_(True), "whole number"),
+    ("cnn.output_size", lambda W, F, P, S: float((W - F + 2 * P) // S + 1), "not an int"),
+    ("cnn.output_size", lambda W, F, P, S: np.floor((W - F + 2 * P) / S) + 1, "not an int"),
+    ("cnn.param_count", lambda c_in, c_out, k: float(c_out * (c_in * k * k + 1)), "not an int"),
+])
+def test_right_number_of_the_wrong_type_fails(key, answer, hint, capsys):
+    result, out = check(key, answer, capsys)
+    assert not result.passed and hint in out
+    for secret in SECRETS[key]:
+        assert secret not in out
+
+
+# registering and finding exercises -----------------------------------------------------
+
+@pytest.mark.parametrize("key, prompt, explanation, match", [
+    ("nodot", "prompt", "why", "topic.name"),
+    ("CNN.x", "prompt", "why", "topic.name"),
+    (3, "prompt", "why", "topic.name"),
+    ("test.ok", "", "why", "prompt"),
+    ("test.ok", "prompt", None, "explanation"),
+])
+def test_exercise_registration_bad_input(key, prompt, explanation, match):
+    with pytest.raises(ValueError, match=match):
+        exercises.exercise(key, prompt, explanation)
+
+
+@pytest.mark.parametrize("key", [None, 3, ["cnn.output_size"]])
+def test_check_bad_key(key):
+    with pytest.raises(ValueError, match="unknown exercise"):
+        exercises.check(key, 1)
+
+
+def test_check_verbose_must_be_a_bool():
+    with pytest.raises(TypeError, match="verbose"):
+        exercises.check("cnn.receptive_field", 7, verbose="no")
+
+
+def test_every_module_of_the_package_is_found():
+    folder = Path(exercises.__file__).parent
+    topics = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+    assert topics and topics == {key.split(".")[0] for key in exercises.keys()}
+
+
+def test_a_new_exercise_module_needs_no_other_edit(tmp_path, monkeypatch):
+    """Adding a chapter's exercises is one file: nothing lists the modules."""
+    (tmp_path / "newtopic.py").write_text(
+        "from dlbook.exercises import exercise\n\n"
+        "@exercise('newtopic.answer', 'What is six times seven?', 'Six times seven is 42.')\n"
+        "def _answer(answer):\n"
+        "    pass\n")
+    monkeypatch.setattr(exercises, "__path__", [*exercises.__path__, str(tmp_path)])
+    monkeypatch.setattr(exercises, "_REGISTRY", dict(exercises._REGISTRY))
+    monkeypatch.delitem(sys.modules, "dlbook.exercises.newtopic", raising=False)
+    try:
+        assert "newtopic.answer" in exercises.keys()
+        assert exercises.check("newtopic.answer", 42, verbose=False).passed
+    finally:
+        sys.modules.pop("dlbook.exercises.newtopic", None)
+        if hasattr(exercises, "newtopic"):
+            delattr(exercises, "newtopic")

@@ -123,3 +123,59 @@ def test_safe_torch_load_refuses_arbitrary_objects(tmp_path):
     # the same file does run code with a plain unpickler: the test is meaningful
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+# bad input ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"a": [1.0, -float("inf")]}])
+def test_json_refuses_nan_and_writes_nothing(tmp_path, value):
+    path = tmp_path / "r.json"
+    with pytest.raises(ValueError, match="NaN or an infinity"):
+        dio.atomic_write_json(path, {"x": value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_writes_numpy_scalars_as_numbers(tmp_path):
+    import numpy as np
+
+    path = dio.atomic_write_json(tmp_path / "r.json", {"i": np.int64(3), "f": np.float32(0.5), "b": np.bool_(True)})
+    assert json.loads(path.read_text()) == {"i": 3, "f": 0.5, "b": True}
+
+
+def test_json_refuses_what_it_cannot_hold(tmp_path):
+    with pytest.raises(TypeError, match="Tensor"):
+        dio.atomic_write_json(tmp_path / "r.json", {"t": torch.ones(2)})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path, error, match", [
+    (None, TypeError, "path"), (3, TypeError, "path"), ("", ValueError, "empty"), ("  ", ValueError, "empty"),
+])
+def test_bad_paths(path, error, match):
+    with pytest.raises(error, match=match):
+        dio.atomic_write_bytes(path, b"x")
+    with pytest.raises(error, match=match):
+        dio.safe_torch_load(path)
+
+
+def test_a_folder_is_not_a_file(tmp_path):
+    with pytest.raises(ValueError, match="folder"):
+        dio.atomic_write_bytes(tmp_path, b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_must_be_callable_and_data_bytes(tmp_path):
+    with pytest.raises(TypeError, match="write"):
+        dio.atomic_write(tmp_path / "f", b"data")
+    with pytest.raises(TypeError, match="bytes"):
+        dio.atomic_write_bytes(tmp_path / "f", "text")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("map_location, error", [("x", ValueError), (0, TypeError), ([0], TypeError)])
+def test_safe_torch_load_map_location(tmp_path, map_location, error):
+    path = dio.atomic_torch_save({"w": torch.ones(2)}, tmp_path / "s.pt")
+    with pytest.raises(error, match="map_location"):
+        dio.safe_torch_load(path, map_location=map_location)
+    for good in ("cpu", torch.device("cpu"), None, {"cpu": "cpu"}, lambda storage, location: storage):
+        assert torch.equal(dio.safe_torch_load(path, map_location=good)["w"], torch.ones(2))

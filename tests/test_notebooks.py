@@ -13,7 +13,7 @@ import pytest
 
 from dlbook import exercises
 from dlbook.results import CHAPTERS
-from dlbook.student import student_notebook
+from tools.student import is_solution, student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -84,7 +84,7 @@ def test_exercises_are_checked_and_solutions_hidden(path):
     keys = re.findall(r'dlbook\.exercises\.check\("([\w.]+)"', "\n".join(source(c) for c in code))
     assert len(keys) >= 3, f"only {len(keys)} checked exercises"
     assert set(keys) <= set(exercises.keys()), f"unknown exercise keys: {set(keys) - set(exercises.keys())}"
-    solutions = [c for c in code if "solution" in c["metadata"].get("tags", [])]
+    solutions = [c for c in code if is_solution(c)]
     assert len(solutions) >= 3
     for cell in solutions:
         assert "hide-input" in cell["metadata"]["tags"], "a solution cell must be collapsed on the website"

@@ -17,8 +17,17 @@ def close_figures():
     plt.close("all")
 
 
-def test_backend_is_agg():
-    assert matplotlib.get_backend().lower() == "agg"
+def test_figures_render_off_screen():
+    """The tests draw without a display: a figure renders to pixels in memory
+    (the Agg backend), and showing it neither blocks nor fails."""
+    assert matplotlib.get_backend().lower() == "agg" and not plt.isinteractive()
+    fig = plot.learning_curves({"run": _history()}, title="Loss")
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())
+    width, height = fig.get_size_inches() * fig.dpi
+    assert pixels.shape == (round(height), round(width), 4)
+    assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 10  # lines and text, not a blank canvas
+    plt.show()  # a no-op without a display
 
 
 # image_grid -------------------------------------------------------------------
@@ -166,3 +175,86 @@ def test_learning_curves_names_rename_the_legend_entries():
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["MNIST: train_loss", "MNIST: test loss"]
     plt.close(fig)
+
+
+# bad input: a clear error, or the right result ----------------------------------------
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(images=torch.rand(3, 5, 5), ncols=0), ValueError, "ncols"),
+    (dict(images=torch.rand(3, 5, 5), ncols=2.5), ValueError, "ncols"),
+    (dict(images=torch.rand(3, 5, 5), ncols=True), ValueError, "ncols"),
+    (dict(images=torch.rand(3, 5, 5), scale=0), ValueError, "scale"),
+    (dict(images=torch.rand(3, 5, 5), scale=float("nan")), ValueError, "scale"),
+    (dict(images=torch.full((2, 5, 5), float("nan"))), ValueError, "NaN"),
+    (dict(images=torch.tensor([[[0.0, float("inf")]], [[0.0, 1.0]]])), ValueError, "image 0"),
+    (dict(images=np.array([["a", "b"]])), TypeError, "numbers"),
+    (dict(images=torch.rand(3, 5, 5, dtype=torch.complex64)), TypeError, "numbers"),
+    (dict(images=torch.rand(2, 0, 5)), ValueError, "size 0"),
+    (dict(images=torch.rand(3, 5, 5), labels="abc"), ValueError, "labels"),
+    (dict(images="images"), TypeError, "numbers"),
+    (dict(images=torch.rand(5)), ValueError, "images of shape"),
+    (dict(images=torch.rand(3, 5, 5), title=torch.ones(2)), TypeError, "title"),
+    (dict(images=torch.rand(3, 5, 5), normalize=torch.ones(2)), TypeError, "normalize"),
+    (dict(images=torch.rand(3, 5, 5), normalize="no"), TypeError, "normalize"),
+])
+def test_image_grid_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.image_grid(**kwargs)
+
+
+def test_image_grid_numbers_of_every_kind():
+    for images in (torch.ones(2, 3, 3, dtype=torch.bool), torch.randint(0, 255, (2, 3, 3), dtype=torch.uint8),
+                   torch.rand(2, 3, 3, dtype=torch.bfloat16), np.random.rand(2, 3, 3).tolist()):
+        assert len(plot.image_grid(images, ncols=np.int64(2)).axes) == 2
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (([],), {}, TypeError, "dict"),
+    (({"run": 3},), {}, TypeError, "record dicts"),
+    (({"run": [1, 2]},), {}, TypeError, "record dicts"),
+    (({"run": {"train_loss": [1.0]}},), {}, TypeError, "record dicts"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=("acc",)), ValueError, "no history has any"),
+    (({"run": [{"step": 1, "train_loss": 1.0}]},), dict(keys=("train_loss",)), ValueError, "'epoch'"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=None), ValueError, "keys"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=3), ValueError, "keys"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=()), ValueError, "keys"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(names=["test loss"]), TypeError, "names"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(logy="yes"), TypeError, "logy"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(x=["epoch"]), TypeError, "x must be"),
+    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(ylabel=torch.ones(2)), TypeError, "ylabel"),
+])
+def test_learning_curves_bad_input(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot.learning_curves(*args, **kwargs)
+    assert not plt.get_fignums(), "a failed call left a figure open"
+
+
+def test_learning_curves_one_key_as_a_string():
+    fig = plot.learning_curves({"run": _history()}, keys="val_loss")
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["run: val_loss"]
+
+
+@pytest.mark.parametrize("y_true, y_pred, k, error, match", [
+    ([0.5, 1.0], [0, 1], None, ValueError, "integer class labels"),
+    ([0, float("nan")], [0, 1], None, ValueError, "integer class labels"),
+    ([True, False], [0, 1], None, ValueError, "booleans"),
+    (["a", "b"], [0, 1], None, TypeError, "numbers"),
+    ([0, 1], [0, 1], 0, ValueError, "num_classes"),
+    ([0, 1], [0, 1], 2.0, ValueError, "num_classes"),
+    ([0, 1], [0, 1], True, ValueError, "num_classes"),
+])
+def test_confusion_matrix_bad_input(y_true, y_pred, k, error, match):
+    with pytest.raises(error, match=match):
+        plot.confusion_matrix(y_true, y_pred, k)
+
+
+def test_confusion_matrix_whole_floats_and_numpy_integers():
+    expected = [[1, 0], [1, 1]]
+    assert plot.confusion_matrix(torch.tensor([0.0, 1.0, 1.0]), [0, 0, 1]).tolist() == expected
+    assert plot.confusion_matrix(np.array([0, 1, 1], dtype=np.int8), [0, 0, 1], np.int64(2)).tolist() == expected
+
+
+@pytest.mark.parametrize("names, match", [("ab", "class_names"), ([], "class_names"), (None, "class_names")])
+def test_plot_confusion_matrix_needs_a_list_of_names(names, match):
+    with pytest.raises(ValueError, match=match):
+        plot.plot_confusion_matrix([0, 1], [0, 1], names)

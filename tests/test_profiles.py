@@ -24,7 +24,7 @@ def test_valid_profiles(monkeypatch, value):
     assert profiles.is_smoke() == (value.strip() == "smoke")
 
 
-@pytest.mark.parametrize("value", ["fast", "Smoke", "FULL", "smoke,full"])
+@pytest.mark.parametrize("value", ["fast", "Smoke", "FULL", "smoke,full", "sm oke", "0", "none"])
 def test_invalid_profile_lists_both(monkeypatch, value):
     monkeypatch.setenv("DLBOOK_PROFILE", value)
     with pytest.raises(ValueError) as err:

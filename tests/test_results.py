@@ -2,7 +2,10 @@
 
 import json
 import math
+import os
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,9 +43,31 @@ def test_full_profile_writes_the_schema(full_profile, out_dir, capsys):
     assert "Wrote cnn.json" in capsys.readouterr().out
 
 
-def test_default_seconds_is_the_process_age(full_profile, out_dir):
+def test_default_seconds_is_the_process_age(full_profile, out_dir, monkeypatch):
+    monkeypatch.setattr(results, "process_start_time", lambda: 1_000.0)
+    monkeypatch.setattr(results.time, "time", lambda: 1_412.345)
     record = results.save("gnn", {"acc": 0.8})
-    assert isinstance(record["seconds"], float) and 0 <= record["seconds"] < 24 * 3600
+    assert record["seconds"] == 412.3
+    assert json.loads((out_dir / "gnn.json").read_text())["seconds"] == 412.3
+
+
+def test_process_start_time_is_when_this_process_started():
+    psutil = pytest.importorskip("psutil")
+    started = results.process_start_time()
+    assert started == psutil.Process().create_time()
+    assert started <= results._IMPORT_TIME  # before dlbook was imported
+    # an independent clock: the process's start in clock ticks since boot, from /proc
+    stat = Path("/proc/self/stat")
+    if stat.exists():
+        ticks = int(stat.read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        assert abs(started - (boot + ticks / os.sysconf("SC_CLK_TCK"))) < 2.0
+
+
+def test_process_start_time_without_psutil_is_when_dlbook_was_imported(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)  # `import psutil` raises ImportError
+    assert results.process_start_time() == results._IMPORT_TIME
 
 
 def test_smoke_writes_nothing(out_dir, capsys):
@@ -119,3 +144,57 @@ def test_comparison_table():
         "| parameters | 61706 | 60k | paper |",
     ]
     assert results.comparison_table([]).count("\n") == 1
+
+
+def test_the_chapters_are_the_books_eleven_in_order():
+    assert results.CHAPTERS == ("foundations", "optimizers", "cnn", "attention", "transformer", "gnn", "vae",
+                                "gan", "diffusion", "adversarial", "scale")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(seconds=math.nan), ValueError, "seconds"),
+    (dict(seconds=math.inf), ValueError, "seconds"),
+    (dict(seconds=-1.0), ValueError, "seconds"),
+    (dict(seconds="412"), ValueError, "seconds"),
+    (dict(seconds=True), ValueError, "seconds"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=1.5), ValueError, "seed"),
+    (dict(seed=None), ValueError, "seed"),
+    (dict(metrics={1: 0.5}), ValueError, "metric names"),
+    (dict(metrics={"": 0.5}), ValueError, "metric names"),
+    (dict(slug=["cnn"]), ValueError, "slug"),
+    (dict(slug=None), ValueError, "slug"),
+])
+def test_save_bad_input_writes_nothing(full_profile, out_dir, kwargs, error, match):
+    args = dict(slug="cnn", metrics={"acc": 0.5}, seconds=1.0) | kwargs
+    with pytest.raises(error, match=match):
+        results.save(**args)
+    assert not out_dir.exists()
+
+
+def test_save_numpy_seed_and_seconds(full_profile, out_dir):
+    record = results.save("cnn", {"acc": 0.5}, seed=np.int64(2), seconds=np.float32(12.25))
+    on_disk = json.loads((out_dir / "cnn.json").read_text())
+    assert on_disk["seed"] == 2 and type(on_disk["seed"]) is int
+    assert on_disk["seconds"] == record["seconds"] == 12.2
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([("a", 1, 2)], "row 0"),
+    (["abcd"], "row 0"),
+    ([("a", 1, 2, "s"), None], "row 1"),
+])
+def test_comparison_table_bad_rows(rows, match):
+    with pytest.raises(ValueError, match=match):
+        results.comparison_table(rows)
+
+
+@pytest.mark.parametrize("rows", [None, 3, "rows", {"a": 1}])
+def test_comparison_table_needs_a_list_of_rows(rows):
+    with pytest.raises(TypeError, match="rows must be a list"):
+        results.comparison_table(rows)
+
+
+def test_comparison_table_escapes_bars_and_formats_numpy_floats():
+    table = results.comparison_table([("a | b", np.float32(0.5), 0.25, "x|y")])
+    assert table.splitlines()[-1] == "| a \\| b | 0.5000 | 0.2500 | x\\|y |"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,10 +16,11 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tools.run_tests import MISSING_CHROMIUM, chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
 ARTIFACTS = ROOT / "test-artifacts" / "site"
-CHROMIUM = "/usr/bin/chromium"
 PAGES = sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob("*.html")
                if not p.relative_to(SITE).as_posix().startswith("_")) if SITE.exists() else []
 
@@ -79,9 +81,11 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     playwright = pytest.importorskip("playwright.sync_api")
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium"
+    executable = chromium()
+    if executable is None:
+        pytest.fail(MISSING_CHROMIUM, pytrace=False)
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        b = p.chromium.launch(executable_path=executable, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         yield b
@@ -135,3 +139,26 @@ def test_chapter_renders_math_widgets_and_collapsed_solutions(browser, server):
     assert sliders == 4, f"the output-size explorer should show 4 sliders, found {sliders}"
     assert solutions and all(s is False for s in solutions), f"solution cells not collapsed: {solutions}"
     assert figures >= 15, f"only {figures} figures on the chapter page"
+
+
+def _repository_setting() -> str:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return ((config.get("repository") or {}).get("url") or "").strip().rstrip("/")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_links_to_the_repository_only_when_it_is_set(page):
+    """No page sends a reader to a repository, or to Colab, that is not the book's own."""
+    html = (SITE / page).read_text(encoding="utf-8")
+    hrefs = re.findall(r'href="(https?://[^"]+)"', html)
+    url = _repository_setting()
+    repo_links = [h for h in hrefs if h.startswith("https://github.com/") or "colab.research.google.com" in h
+                  or "kaggle.com/kernels" in h]
+    if not url:
+        assert not repo_links, f"{page} links to a repository although none is set: {repo_links}"
+    else:
+        owner_name = url.removeprefix("https://github.com/")
+        strangers = [h for h in repo_links if owner_name not in h]
+        assert not strangers, f"{page} links to other repositories: {strangers}"

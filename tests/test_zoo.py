@@ -1,5 +1,9 @@
 """dlbook.zoo: trained models that one chapter saves and another loads."""
 
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -122,3 +126,54 @@ def test_load_or_train_does_not_hide_an_architecture_change(models):
     zoo.save_model("clf", small())
     with pytest.raises(ValueError):
         zoo.load_or_train("clf", small(hidden=6), lambda model: pytest.fail("must not retrain"))
+
+
+# metadata: what save_model accepts, load_model reads back -----------------------------
+
+@pytest.mark.parametrize("info, expected", [
+    ({"acc": 0.5, "n": 3, "ok": True, "none": None, "note": "x"}, None),
+    ({"list": [1, 2.5, "a", None], "nested": {"a": {"b": [True]}}}, None),
+    ({"tuple": (1, 2)}, {"tuple": [1, 2]}),
+    ({"np": [np.float64(0.25), np.int32(4), np.bool_(False), np.str_("s")]}, {"np": [0.25, 4, False, "s"]}),
+    ({"nan": float("nan")}, None),
+    ({"versions": [torch.__version__]}, {"versions": [str(torch.__version__)]}),  # a TorchVersion: a str subclass
+])
+def test_accepted_metadata_loads_back(models, info, expected):
+    zoo.save_model("net", small(), info)
+    loaded = zoo.load_model("net", small())
+    got = {k: loaded[k] for k in info}
+    if "nan" in info:
+        assert math.isnan(got["nan"])
+    else:
+        assert got == (expected or info)
+
+
+@pytest.mark.parametrize("info, match", [
+    ({"t": torch.tensor(0.5)}, r"\.item\(\)"),
+    ({"a": np.zeros(3)}, r"\.tolist\(\)"),
+    ({"f": lambda: 1}, "function"),
+    ({"p": Path("x")}, "Path"),
+    ({"d": {1: "a"}}, "keys must be strings"),
+    ({"l": [object()]}, r"info\['l'\]\[0\]"),
+    ({"name": "other"}, "may not set 'name'"),
+    ({"saved": "yesterday", "class": "X"}, "'class', 'saved'"),
+])
+def test_refused_metadata_writes_no_file(models, info, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.save_model("net", small(), info)
+    assert not models.exists() or not list(models.iterdir())
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: zoo.save_model("net", small(), ["acc", 0.5]), TypeError, "info"),
+    (lambda: zoo.save_model("net", "model"), TypeError, "nn.Module"),
+    (lambda: zoo.save_model("net", small().state_dict()), TypeError, "nn.Module"),
+    (lambda: zoo.load_model("net", None), TypeError, "nn.Module"),
+    (lambda: zoo.load_or_train("net", small(), "train"), TypeError, "train"),
+    (lambda: zoo.load_or_train("net", small(), lambda model: 0.99), TypeError, "dict"),
+    (lambda: zoo.model_path("net", profile="medium"), ValueError, "profile"),
+])
+def test_bad_arguments(models, call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+    assert not models.exists() or not list(models.iterdir())

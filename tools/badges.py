@@ -1,8 +1,15 @@
 """Keep each chapter's "Open in Colab/Kaggle" badges and install cell in step
-with the repository address in _config.yml (the one place it is set).
+with the book's repository, set in one place: ``repository: url:`` in
+_config.yml.
 
     python tools/badges.py          # rewrite them in notebooks/*.ipynb
     python tools/badges.py --check  # exit 1 if any notebook is out of step
+
+Badges and install cell name the release, never a branch: the tag
+``v<dlbook.__version__>`` (dlbook/_version.py), so a reader runs the chapter
+with the package it was written for, and nothing that is pushed later. Until
+the book has a repository of its own the setting stays empty, and then the
+badges and the install cell say so instead of naming someone else's.
 
 The badges are small SVGs inlined as data URIs (in an HTML line, since
 Markdown parsers refuse SVG data URIs), so neither the website nor the
@@ -15,23 +22,56 @@ import argparse
 import base64
 import json
 import re
+import runpy
 import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BADGE_LINE = re.compile(r'^<a href="https://colab\.research\.google\.com/.*$', re.M)
+CONFIG = ROOT / "_config.yml"
+VERSION_FILE = ROOT / "dlbook" / "_version.py"
+BADGE_LINE = re.compile(r'^(?:<a href="https://colab\.research\.google\.com/|<img alt="Open in Colab).*$', re.M)
 INSTALL_MARK = "# Colab and Kaggle: install dlbook"
+PIP_ARGS = ("install", "--quiet")  # the install cell's pip arguments, before the requirement
+GITHUB = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+$")
+NOT_SET = ("Not available until the book's repository is set: set `url:` under `repository:` in "
+           "`_config.yml` to its GitHub address (the one line to change), then run "
+           "`python tools/badges.py`.")
 
 
-def repository() -> tuple[str, str]:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    repo = config["repository"]
-    url = repo["url"].rstrip("/")
-    if not re.match(r"^https://github\.com/[\w.-]+/[\w.-]+$", url):
-        raise ValueError(f"_config.yml repository.url must be https://github.com/OWNER/NAME; got {url!r}")
-    return url, repo.get("branch", "main")
+def load_config(path: Path | None = None) -> dict:
+    """The book's configuration (default: _config.yml)."""
+    return yaml.safe_load(Path(path or CONFIG).read_text(encoding="utf-8")) or {}
+
+
+def repository(config: dict) -> str | None:
+    """The book's GitHub address from the config, or ``None`` while it is not set.
+
+    Raises:
+        ValueError: for anything but empty or ``https://github.com/OWNER/NAME``.
+    """
+    url = ((config.get("repository") or {}).get("url") or "").strip().rstrip("/")
+    if not url:
+        return None
+    if not GITHUB.match(url):
+        raise ValueError(f"_config.yml repository.url must be empty or https://github.com/OWNER/NAME; got {url!r}")
+    return url
+
+
+def version() -> str:
+    """dlbook's version, read from its file (without importing dlbook and torch)."""
+    return runpy.run_path(str(VERSION_FILE))["__version__"]
+
+
+def release_ref() -> str:
+    """The git tag of this version: what badges, install cell and launch buttons name."""
+    return f"v{version()}"
+
+
+def requirement(url: str) -> str:
+    """What pip installs: dlbook at the release tag of the book's repository."""
+    return f"dlbook @ git+{url}@{release_ref()}"
 
 
 def _svg(label: str, color: str) -> str:
@@ -43,60 +83,81 @@ def _svg(label: str, color: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
-def badge_line(notebook: Path) -> str:
-    url, branch = repository()
-    owner_name = url.removeprefix("https://github.com/")
-    rel = notebook.resolve().relative_to(ROOT).as_posix()
-    colab = f"https://colab.research.google.com/github/{owner_name}/blob/{branch}/{rel}"
-    kaggle = f"https://kaggle.com/kernels/welcome?src={url}/blob/{branch}/{rel}"
+def badge_line(rel_path: str, config: dict) -> str:
+    """The badge line of the notebook at ``rel_path`` (relative to the book's root)."""
+    url = repository(config)
+    if url is None:
+        # Grey badges that link nowhere, and why.
+        return (f'<img alt="Open in Colab (not available yet)" src="{_svg("Open in Colab", "#9e9e9e")}"> '
+                f'<img alt="Open in Kaggle (not available yet)" src="{_svg("Open in Kaggle", "#9e9e9e")}"> '
+                f"{NOT_SET}")
+    ref = release_ref()
+    colab = f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{ref}/{rel_path}"
+    kaggle = f"https://kaggle.com/kernels/welcome?src={url}/blob/{ref}/{rel_path}"
     # Raw HTML: Markdown parsers refuse SVG data URIs in ![](...) images.
     return (f'<a href="{colab}"><img alt="Open in Colab" src="{_svg("Open in Colab", "#e8710a")}"></a> '
             f'<a href="{kaggle}"><img alt="Open in Kaggle" src="{_svg("Open in Kaggle", "#20beff")}"></a>')
 
 
-def install_source() -> str:
-    url, branch = repository()
-    return (f"{INSTALL_MARK} when it is missing (the platform's torch is kept).\n"
-            "import importlib.util, subprocess, sys\n"
+def install_source(config: dict) -> str:
+    """The first code cell of every chapter."""
+    head = f"{INSTALL_MARK} when missing (keeps the platform's torch).\n"
+    url = repository(config)
+    if url is None:
+        return (head + "import importlib.util\n"
+                "if importlib.util.find_spec(\"dlbook\") is None:\n"
+                "    raise RuntimeError(\n"
+                "        \"dlbook is not installed, and the book's repository is not set\"\n"
+                "        \" yet, so there is nothing to install it from. Install dlbook\"\n"
+                "        \" from a copy of the book: pip install PATH_TO_THE_BOOK\")")
+    args = ", ".join(f'"{a}"' for a in ("-m", "pip", *PIP_ARGS))
+    return (head + "import importlib.util, subprocess, sys\n"
             "if importlib.util.find_spec(\"dlbook\") is None:\n"
-            f"    subprocess.check_call([sys.executable, \"-m\", \"pip\", \"install\", \"--quiet\",\n"
-            f"                           \"dlbook @ git+{url}@{branch}\"])")
+            "    subprocess.check_call([\n"
+            f"        sys.executable, {args},\n"
+            f"        \"{requirement(url)}\"])")
 
 
 def _source(cell) -> str:
     return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
 
 
-def update(notebook: Path, write: bool) -> list[str]:
+def update(notebook: Path, config: dict, write: bool, root: Path = ROOT) -> list[str]:
     """Bring one notebook in step; return what was (or would be) changed."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
+    rel = notebook.resolve().relative_to(root.resolve()).as_posix()
     problems = []
     md = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
     if md is None or not BADGE_LINE.search(_source(md)):
         problems.append(f"{notebook.name}: the first markdown cell has no badge line")
     else:
-        new = BADGE_LINE.sub(lambda _: badge_line(notebook), _source(md))
+        new = BADGE_LINE.sub(lambda _: badge_line(rel, config), _source(md))
         if new != _source(md):
             problems.append(f"{notebook.name}: badges do not match _config.yml")
             md["source"] = new
     code = next((c for c in nb["cells"] if c["cell_type"] == "code"), None)
     if code is None or not _source(code).startswith(INSTALL_MARK):
         problems.append(f"{notebook.name}: the first code cell is not the install cell")
-    elif _source(code) != install_source():
+    elif _source(code) != install_source(config):
         problems.append(f"{notebook.name}: the install cell does not match _config.yml")
-        code["source"] = install_source()
+        code["source"] = install_source(config)
     if write and problems:
         notebook.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return problems
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report; exit 1 when out of step")
     parser.add_argument("notebooks", nargs="*", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+        repository(config)
+    except ValueError as err:
+        parser.error(str(err))
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    problems = [p for nb in notebooks for p in update(nb, write=not args.check)]
+    problems = [p for nb in notebooks for p in update(nb, config, write=not args.check)]
     for p in problems:
         print(p)
     return 1 if (args.check and problems) else 0

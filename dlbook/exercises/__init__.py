@@ -4,17 +4,24 @@ Each exercise has a key such as ``"cnn.output_size"`` and a checker kept in
 this package. :func:`check` runs the checker on a reader's answer and prints
 a pass with a short explanation, or a fail with a hint; it never prints the
 solution.
+
+A chapter's exercises live in a module of this package named after the
+chapter (``dlbook/exercises/cnn.py``); a new module is found by itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import re
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .._checks import check_bool, is_int  # noqa: F401 - checkers use is_int: np.int64(7) is as right as 7
+
 _REGISTRY: dict[str, "Exercise"] = {}
-_TOPICS = ("cnn",)  # modules of dlbook.exercises that define exercises
+_KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 WIDTH = 78  # verdicts are wrapped to fit a notebook's output area
 
 
@@ -47,7 +54,14 @@ class Result:
 
 
 def exercise(key: str, prompt: str, explanation: str):
-    """Decorator: register ``checker`` as the test of exercise ``key``."""
+    """Decorator: register ``checker`` as the test of exercise ``key``
+    (``"topic.name"``, lower case)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ValueError(f"an exercise key is 'topic.name' in lower case; got {key!r}")
+    for name, text in (("prompt", prompt), ("explanation", explanation)):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"exercise {key!r}: {name} must be a non-empty string; got {text!r}")
+
     def register(checker: Callable[[Any], None]) -> Callable[[Any], None]:
         if key in _REGISTRY:
             raise ValueError(f"exercise {key!r} is defined twice")
@@ -57,8 +71,10 @@ def exercise(key: str, prompt: str, explanation: str):
 
 
 def _load_all() -> None:
-    for topic in _TOPICS:
-        importlib.import_module(f"{__name__}.{topic}")
+    """Import every module of this package: importing one registers its exercises."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def keys() -> list[str]:
@@ -68,8 +84,9 @@ def keys() -> list[str]:
 
 
 def get(key: str) -> Exercise:
+    """The exercise registered under ``key``."""
     _load_all()
-    if key not in _REGISTRY:
+    if not isinstance(key, str) or key not in _REGISTRY:
         raise ValueError(f"unknown exercise {key!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
 
@@ -81,6 +98,7 @@ def check(key: str, answer: Any, verbose: bool = True) -> Result:
     ``NotImplementedError`` of a student stub) says what it raised.
     """
     ex = get(key)
+    verbose = check_bool(verbose, "verbose")
     try:
         ex.checker(answer)
     except Wrong as hint:

@@ -7,7 +7,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from . import Wrong, exercise
+from . import Wrong, exercise, is_int
 
 
 @exercise(
@@ -20,6 +20,7 @@ from . import Wrong, exercise
 def _output_size(answer) -> None:
     if not callable(answer):
         raise Wrong("answer with a function output_size(W, F, P, S) that returns an int.")
+    not_int = None  # a right number of the wrong type: said only when every value is right
     for W, Fk, P, S in itertools.product((5, 7, 28, 32), (1, 2, 3, 5), (0, 1, 2), (1, 2, 3)):
         expected = (W - Fk + 2 * P) // S + 1
         got = answer(W, Fk, P, S)
@@ -29,6 +30,10 @@ def _output_size(answer) -> None:
                             f"positions a window of width F can take on the padded input when it moves S at a time.")
             raise Wrong(f"for W={W}, F={Fk}, P={P}, S={S} you return {got!r}. Here (W - F + 2P) is not a "
                         f"multiple of S: what happens to a window that would hang over the edge?")
+        if not_int is None and not is_int(got):
+            not_int = f"for W={W}, F={Fk}, P={P}, S={S} you return {got!r}"
+    if not_int:
+        raise Wrong(f"{not_int}: the right number, but not an int. A length counts window positions.")
 
 
 @exercise(
@@ -49,6 +54,11 @@ def _param_count(answer) -> None:
         if got != c_out * (c_in * k * k + 1):
             raise Wrong(f"for c_in={c_in}, c_out={c_out}, k={k} you return {got!r}. How many weights does one "
                         f"output channel's kernel have when it spans all input channels?")
+    not_int = [(case, got) for case, got in answers.items() if not is_int(got)]
+    if not_int:
+        (c_in, c_out, k), got = not_int[0]
+        raise Wrong(f"for c_in={c_in}, c_out={c_out}, k={k} you return {got!r}: the right number, but not "
+                    f"an int. A count of parameters is a whole number.")
 
 
 @exercise(
@@ -85,7 +95,7 @@ def _conv1x1(answer) -> None:
     "with 27 instead of 49 weights per channel pair, which is VGG's argument for small kernels.",
 )
 def _receptive_field(answer) -> None:
-    if isinstance(answer, bool) or not isinstance(answer, int):
+    if not is_int(answer):
         raise Wrong("answer with a whole number of pixels.")
     if answer != 7:
         raise Wrong("one 3x3 layer sees 3 pixels; how many more does each further 3x3 layer add?")

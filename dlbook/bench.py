@@ -1,0 +1,346 @@
+"""How fast is it? The measurements behind every chapter's timing section.
+
+- :func:`median_time`: the median wall time of a call, synchronising the
+  GPU so that queued work is counted;
+- :func:`peak_memory`: the most memory a call holds at once, in bytes, on
+  the CPU (through the profiler) or on a CUDA GPU;
+- :func:`compare_sizes`: several functions (ours against PyTorch's) on
+  inputs of growing size, as a :class:`Comparison` that prints as a table
+  and draws itself on log-log axes;
+- :func:`seconds_per_epoch`: what one epoch of training a model costs;
+- :func:`count_parameters`: trainable parameters.
+
+The numbers are measured on this machine, now: run on an idle machine
+when they are to be stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_bool, check_callable, check_device, check_int, check_module, check_str
+from .device import autocast, grad_scaler
+
+QUANTITIES = ("time", "memory")
+WIDTH = 79  # printed tables fit the book's column
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters (a parameter shared by two layers counts once)."""
+    check_module(model)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _synchronize(device: torch.device | None) -> None:
+    """Wait for the GPU: CUDA and MPS kernels run asynchronously, so a clock
+    read right after a call would miss work that is still queued."""
+    if device is None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, *, warmup: int = 1,
+                device: torch.device | str | None = None) -> float:
+    """The median wall time of ``fn()`` over ``repeats`` calls, in seconds.
+
+    ``warmup`` calls come first and are not timed: a first call pays one-off
+    costs (memory allocation, kernel selection). Each timed call is
+    bracketed by a synchronisation of ``device``; with ``device=None``, CUDA
+    is synchronised whenever it is in use. The median, unlike the mean, is
+    not thrown by one call that the operating system interrupted.
+    """
+    check_callable(fn, "fn")
+    repeats = check_int(repeats, "repeats", 1)
+    warmup = check_int(warmup, "warmup", 0)
+    device = None if device is None else check_device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def _quiet_profiler():
+    """The profiler's library (kineto) prints two log lines to the process's
+    stderr, which a notebook shows, unless its log level is set before its
+    first use; the level is read once, so it is set only for that moment."""
+    if "KINETO_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["KINETO_LOG_LEVEL"] = "6"  # above every level kineto logs at
+    try:
+        yield
+    finally:
+        os.environ.pop("KINETO_LOG_LEVEL", None)
+
+
+def _cpu_peak_memory(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()  # noqa: F841 - held until the profiler stops: what fn returns counts
+    # One "[memory]" record per allocation (+bytes) and per release (-bytes).
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]")
+    held = peak = 0
+    for _, nbytes in records:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
+def peak_memory(fn: Callable[[], Any], *, device: torch.device | str = "cpu") -> int:
+    """The most memory ``fn()`` holds at once beyond what was in use before, in bytes.
+
+    On the CPU, the profiler records every tensor allocation and release
+    (Python's ``tracemalloc`` does not see tensors); on CUDA, the caching
+    allocator's peak statistic. What ``fn`` returns counts: it is still
+    held when ``fn`` returns. Memory outside tensors (Python objects,
+    oneDNN's scratch space) is not counted.
+
+    Raises:
+        ValueError: for a device other than the CPU or CUDA.
+    """
+    check_callable(fn, "fn")
+    device = check_device(device)
+    if device.type == "cpu":
+        return _cpu_peak_memory(fn)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        out = fn()  # noqa: F841 - held while the peak is read: what fn returns counts
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    raise ValueError(f"peak_memory measures the CPU or a CUDA device; got {str(device)!r}")
+
+
+def _number(value: float) -> str:
+    """Three significant digits, and never an exponent below 1000."""
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _format(value: float, quantity: str) -> str:
+    """Seconds or bytes, in a unit that keeps three or four digits."""
+    units = ((("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)) if quantity == "time"
+             else (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1)))
+    unit, scale = next(((u, s) for u, s in units if value >= s), units[-1])
+    return f"{_number(value / scale)} {unit}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.1e}" if value >= 10_000 else _number(value)
+
+
+def _check_widths(names, size_label: str) -> None:
+    """The printed table fits the book's column: the size and value columns
+    take up to 26 characters, leaving the rest to the label and the names."""
+    check_str(size_label, "size_label")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"function names must be non-empty strings; got {name!r}")
+    room = WIDTH - 26
+    if len(size_label) + max(map(len, names)) > room:
+        raise ValueError(f"size_label ({len(size_label)} characters) and the longest name "
+                         f"({max(map(len, names))}) must together be at most {room} characters, "
+                         f"so that the table fits {WIDTH} columns")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_sizes` measured: one value per function and size.
+
+    ``values[name][i]`` is the time in seconds (``quantity="time"``) or the
+    peak memory in bytes (``"memory"``) of function ``name`` at
+    ``sizes[i]``. ``print(comparison)`` shows a table that fits 79
+    columns; :meth:`markdown` gives the same table in Markdown;
+    :meth:`plot` draws it.
+    """
+
+    quantity: str
+    sizes: tuple[int, ...]
+    values: Mapping[str, tuple[float, ...]]
+    size_label: str = "size"
+
+    def __post_init__(self) -> None:
+        if self.quantity not in QUANTITIES:
+            raise ValueError(f"quantity must be one of {', '.join(map(repr, QUANTITIES))}; got {self.quantity!r}")
+        if not self.values or any(len(v) != len(self.sizes) for v in self.values.values()):
+            raise ValueError(f"values must hold one number per size ({len(self.sizes)}) for each function")
+        _check_widths(list(self.values), self.size_label)
+
+    def rows(self) -> list[tuple[int, str, float, float]]:
+        """``(size, name, value, times the smallest value at that size)``, size by size."""
+        rows = []
+        for i, size in enumerate(self.sizes):
+            best = min(v[i] for v in self.values.values())
+            for name, v in self.values.items():
+                ratio = v[i] / best if best > 0 else (1.0 if v[i] == best else float("inf"))
+                rows.append((size, name, v[i], ratio))
+        return rows
+
+    def _cells(self) -> list[tuple[str, str, str, str]]:
+        header = (self.size_label, "what", "peak memory" if self.quantity == "memory" else "time",
+                  "× best")
+        return [header] + [(str(size), name, _format(value, self.quantity), _ratio(ratio))
+                           for size, name, value, ratio in self.rows()]
+
+    def __str__(self) -> str:
+        cells = self._cells()
+        widths = [max(len(row[i]) for row in cells) for i in range(4)]
+        lines = [f"{a:>{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip()
+                 for a, b, c, d in cells]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        cells = self._cells()
+        lines = ["| " + " | ".join(cells[0]) + " |", "|---:|---|---:|---:|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
+        return "\n".join(lines)
+
+    def plot(self, title: str | None = None, ax=None):
+        """Draw every function's values against the size on log-log axes; return the Figure."""
+        import matplotlib.pyplot as plt
+
+        from .plot import FIGSIZE
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=FIGSIZE)
+        else:
+            fig = ax.figure
+        scale, unit = (1e3, "time per call (ms)") if self.quantity == "time" else (2**-20, "peak memory (MiB)")
+        for name, v in self.values.items():
+            # a zero cannot sit on a log axis: it is left out, not drawn as a tiny number
+            y = [value * scale if value > 0 else float("nan") for value in v]
+            ax.loglog(self.sizes, y, marker="o", label=name)
+        ax.set_xticks(self.sizes, [str(s) for s in self.sizes])
+        ax.minorticks_off()
+        ax.set_xlabel(self.size_label)
+        ax.set_ylabel(unit)
+        ax.set_title(title or f"{'Time' if self.quantity == 'time' else 'Peak memory'} against {self.size_label}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+
+def compare_sizes(fns: Mapping[str, Callable[..., Any]], sizes: Sequence[int],
+                  make_input: Callable[[int], Any], *, measure: str = "time",
+                  repeats: int | Callable[[int], int] = 5, size_label: str = "size",
+                  device: torch.device | str | None = None) -> Comparison:
+    """Measure every function of ``fns`` on inputs of every size in ``sizes``.
+
+    For each size, ``make_input(size)`` makes the input once (a tuple is
+    passed as separate arguments) and each function is measured on it: the
+    median time of ``repeats`` calls (:func:`median_time`; ``repeats`` may
+    depend on the size: a function ``size -> int``), or its peak memory
+    (:func:`peak_memory`, after one call that warms up). Run it under
+    ``torch.no_grad()`` to leave autograd's bookkeeping out.
+
+    Example::
+
+        cmp = compare_sizes({"ours": conv2d_unfold, "PyTorch": F.conv2d}, [8, 16, 32],
+                            lambda n: (torch.randn(8, 3, n, n), weight))
+        print(cmp)
+        cmp.plot(title="Convolution: ours against PyTorch")
+    """
+    if not isinstance(fns, Mapping) or not fns:
+        raise TypeError(f"fns must be a non-empty dict of name -> function; got {type(fns).__name__}")
+    _check_widths(list(fns), size_label)
+    for name, fn in fns.items():
+        check_callable(fn, f"fns[{name!r}]")
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+        raise ValueError(f"sizes must be a non-empty list of positive integers; got {sizes!r}")
+    sizes = tuple(check_int(s, "every size", 1) for s in sizes)
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"sizes must not repeat; got {list(sizes)}")
+    check_callable(make_input, "make_input")
+    if measure not in QUANTITIES:
+        raise ValueError(f"measure must be one of {', '.join(map(repr, QUANTITIES))}; got {measure!r}")
+    if not callable(repeats):
+        check_int(repeats, "repeats", 1)
+    values: dict[str, list[float]] = {name: [] for name in fns}
+    for size in sizes:
+        args = make_input(size)
+        args = args if isinstance(args, tuple) else (args,)
+        for name, fn in fns.items():
+            call = (lambda f=fn: f(*args))
+            if measure == "time":
+                n = repeats(size) if callable(repeats) else repeats
+                values[name].append(median_time(call, n, device=device))
+            else:
+                call()  # warm-up: one-off allocations are not the function's cost
+                values[name].append(float(peak_memory(call, device="cpu" if device is None else device)))
+    return Comparison(measure, sizes, {k: tuple(v) for k, v in values.items()}, size_label)
+
+
+def seconds_per_epoch(model: nn.Module, steps: int = 10, *, batch_size: int = 128,
+                      n_train: int = 60_000, input_shape: Sequence[int] = (1, 28, 28),
+                      num_classes: int = 10, device: torch.device | str = "cpu",
+                      amp: bool = True) -> float:
+    """Estimate the time of one training epoch of ``model``, in seconds.
+
+    Times ``steps`` training steps (forward, cross-entropy loss, backward,
+    AdamW update) on one random batch of ``batch_size`` inputs of shape
+    ``input_shape``, with mixed precision where :func:`dlbook.autocast`
+    uses it (as :func:`dlbook.fit` does), and scales the median step to
+    ``n_train / batch_size`` steps. Data loading is not included. A copy
+    of the model is trained: ``model`` itself does not change.
+
+    Shapes:
+        model: (B, *input_shape) -> (B, num_classes)
+    """
+    check_module(model)
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    n_train = check_int(n_train, "n_train", 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not input_shape:
+        raise ValueError(f"input_shape must be a non-empty tuple of positive integers; got {input_shape!r}")
+    input_shape = tuple(check_int(n, "input_shape", 1) for n in input_shape)
+    device = check_device(device)
+    amp = check_bool(amp, "amp")
+    model = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = grad_scaler(device, enabled=amp)
+    x = torch.randn(batch_size, *input_shape, device=device)  # (B, *input_shape)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)  # (B,)
+    with torch.no_grad():
+        try:
+            shape = tuple(model(x).shape)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"the model cannot take a batch of shape {tuple(x.shape)}: pass its "
+                             f"input_shape (got {input_shape}). It said: {err}") from err
+    if shape != (batch_size, num_classes):
+        raise ValueError(f"the model maps {tuple(x.shape)} to {shape}; expected ({batch_size}, {num_classes}): "
+                         f"pass its num_classes")
+
+    def step() -> None:
+        with autocast(device, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return median_time(step, steps, device=device) * n_train / batch_size

@@ -1,0 +1,208 @@
+"""tools/badges.py and book/_ext/repository.py: the launch cell, the badges and
+the site's buttons follow the one repository setting, set or not."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import dlbook
+from tools import badges
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_extension():
+    """book/_ext/repository.py, the local Sphinx extension, as Sphinx loads it."""
+    spec = importlib.util.spec_from_file_location("dlbook_site_repository", ROOT / "book" / "_ext" / "repository.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+site_repository = _load_extension()
+
+URL = "https://github.com/some-owner/some.book"
+UNSET = {"repository": {"url": ""}}
+SET = {"repository": {"url": URL + "/"}}
+TAG = f"v{dlbook.__version__}"
+
+
+def test_the_book_has_no_repository_yet():
+    """The setting must never name a repository that belongs to someone else;
+    until the book has its own, it stays empty."""
+    config = badges.load_config()
+    assert badges.repository(config) is None, (
+        "_config.yml names a repository: make sure it is the book's own, then update this test")
+
+
+def test_version_and_release_tag_come_from_the_package():
+    assert badges.version() == dlbook.__version__
+    assert badges.release_ref() == TAG
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({}, None), ({"repository": None}, None), (UNSET, None), ({"repository": {"url": "  "}}, None),
+    (SET, URL), ({"repository": {"url": URL}}, URL),
+])
+def test_repository(config, expected):
+    assert badges.repository(config) == expected
+
+
+@pytest.mark.parametrize("url", ["http://github.com/a/b", "https://gitlab.com/a/b", "github.com/a/b",
+                                 "https://github.com/a", "https://github.com/a/b/c", "https://github.com/a b/c"])
+def test_repository_must_be_a_github_address(url):
+    with pytest.raises(ValueError, match="OWNER/NAME"):
+        badges.repository({"repository": {"url": url}})
+
+
+# the install cell -----------------------------------------------------------------------
+
+def _run(source: str, namespace: dict | None = None):
+    exec(compile(source, "install cell", "exec"), namespace if namespace is not None else {})
+
+
+def test_install_cell_with_a_repository_names_the_release_tag(monkeypatch):
+    source = badges.install_source(SET)
+    assert source.startswith(badges.INSTALL_MARK)
+    assert f'"dlbook @ git+{URL}@{TAG}"' in source
+    assert "@main" not in source and "branch" not in source
+    assert max(len(line) for line in source.splitlines()) <= 79
+    # run it as on Colab, where dlbook is missing: pip gets exactly these arguments
+    calls = []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(subprocess, "check_call", lambda args: calls.append(args))
+    _run(source)
+    assert calls == [[sys.executable, "-m", "pip", *badges.PIP_ARGS, badges.requirement(URL)]]
+    assert badges.requirement(URL) == f"dlbook @ git+{URL}@{TAG}"
+
+
+def test_install_cell_without_a_repository_says_so(monkeypatch):
+    source = badges.install_source(UNSET)
+    assert source.startswith(badges.INSTALL_MARK)
+    assert "github" not in source and "pip install PATH_TO_THE_BOOK" in source
+    assert max(len(line) for line in source.splitlines()) <= 79
+    _run(source)  # dlbook is installed here: nothing happens
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="repository is not set"):
+        _run(source)
+
+
+# the badges -------------------------------------------------------------------------------
+
+def test_badges_with_a_repository_open_the_release():
+    line = badges.badge_line("notebooks/03_cnn.ipynb", SET)
+    hrefs = re.findall(r'href="([^"]+)"', line)
+    assert hrefs == [
+        f"https://colab.research.google.com/github/some-owner/some.book/blob/{TAG}/notebooks/03_cnn.ipynb",
+        f"https://kaggle.com/kernels/welcome?src={URL}/blob/{TAG}/notebooks/03_cnn.ipynb",
+    ]
+    assert 'alt="Open in Colab"' in line and 'alt="Open in Kaggle"' in line
+    assert badges.BADGE_LINE.fullmatch(line)
+
+
+def test_badges_without_a_repository_link_nowhere_and_say_why():
+    line = badges.badge_line("notebooks/03_cnn.ipynb", UNSET)
+    assert "href" not in line and "github" not in line
+    assert "Open in Colab" in line and "Open in Kaggle" in line
+    assert "`url:` under `repository:` in `_config.yml`" in line and "python tools/badges.py" in line
+    assert badges.BADGE_LINE.fullmatch(line)
+    images = re.findall(r'src="(data:[^"]+)"', line)
+    assert len(images) == 2  # inline: no image from another host
+
+
+def _chapter(folder: Path, config: dict) -> Path:
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Title\n\nOne line.\n\n" + badges.badge_line("notebooks/01_x.ipynb", config)),
+        new_code_cell(badges.install_source(config)),
+        new_code_cell("import dlbook"),
+    ])
+    path = folder / "notebooks" / "01_x.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("old, new", [(UNSET, SET), (SET, UNSET)])
+def test_update_brings_a_chapter_in_step(tmp_path, old, new):
+    path = _chapter(tmp_path, old)
+    assert badges.update(path, old, write=False, root=tmp_path) == []
+    before = path.read_text()
+    problems = badges.update(path, new, write=False, root=tmp_path)
+    assert problems == ["01_x.ipynb: badges do not match _config.yml",
+                        "01_x.ipynb: the install cell does not match _config.yml"]
+    assert path.read_text() == before  # --check writes nothing
+    assert badges.update(path, new, write=True, root=tmp_path) == problems
+    nb = json.loads(path.read_text())
+    assert nb["cells"][0]["source"].endswith(badges.badge_line("notebooks/01_x.ipynb", new))
+    assert nb["cells"][0]["source"].startswith("# Title\n\nOne line.\n\n")
+    assert nb["cells"][1]["source"] == badges.install_source(new)
+    assert badges.update(path, new, write=False, root=tmp_path) == []
+
+
+def test_update_reports_a_chapter_without_badges_or_install_cell(tmp_path):
+    path = tmp_path / "notebooks" / "01_x.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(new_notebook(cells=[new_markdown_cell("# T"), new_code_cell("import dlbook")])))
+    assert badges.update(path, UNSET, write=True, root=tmp_path) == [
+        "01_x.ipynb: the first markdown cell has no badge line",
+        "01_x.ipynb: the first code cell is not the install cell"]
+
+
+def test_check_refuses_a_bad_setting(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "_config.yml"
+    config.write_text("repository:\n  url: https://example.com/x/y\n")
+    monkeypatch.setattr(badges, "CONFIG", config)
+    with pytest.raises(SystemExit) as exit_:
+        badges.main(["--check"])
+    assert exit_.value.code == 2 and "OWNER/NAME" in capsys.readouterr().err
+
+
+# the site's buttons ---------------------------------------------------------------------------
+
+def _theme_options(config: dict) -> dict:
+    """What Jupyter Book makes of _config.yml with this repository setting, after our extension."""
+    from jupyter_book.config import get_final_config
+
+    user = badges.load_config() | {"repository": {**badges.load_config()["repository"], **config["repository"]}}
+    final, _ = get_final_config(user_yaml=user, cli_config={"latex_individualpages": False}, sourcedir=ROOT)
+    return site_repository.configure(final["html_theme_options"])
+
+
+def test_site_without_a_repository_has_no_repository_buttons():
+    options = _theme_options(UNSET)
+    assert options["use_repository_button"] is False and options["use_issues_button"] is False
+    assert "repository_url" not in options and "repository_branch" not in options
+    assert "colab_url" not in options["launch_buttons"]  # the theme needs a repository for it
+    assert options.get("use_download_button", True)
+
+
+def test_site_with_a_repository_has_its_buttons_at_the_release():
+    options = _theme_options(SET)
+    assert options["use_repository_button"] is True and options["use_issues_button"] is True
+    assert options["repository_url"] == URL and options["repository_branch"] == TAG
+    assert options["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+
+
+def test_site_refuses_an_address_that_is_not_github():
+    with pytest.raises(ValueError, match="OWNER/NAME"):
+        site_repository.configure({"repository_url": "https://example.com/a/b"})
+
+
+def test_the_config_keeps_the_buttons_off_for_the_extension_to_decide():
+    """Jupyter Book refuses repository buttons without an address, before any extension runs."""
+    config = badges.load_config()
+    assert config["html"]["use_repository_button"] is False and config["html"]["use_issues_button"] is False
+    assert config["sphinx"]["local_extensions"]["repository"] == "book/_ext"
+    from jupyter_book.config import get_final_config
+
+    with pytest.raises(ValueError, match="repository URL"):
+        get_final_config(user_yaml=config | {"html": config["html"] | {"use_repository_button": True}},
+                         cli_config={"latex_individualpages": False}, sourcedir=ROOT)

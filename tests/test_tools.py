@@ -1,0 +1,217 @@
+"""tools/run_tests.py and tools/execute.py: the test command and the command
+that regenerates a chapter's stored outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from tools import execute, run_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# run_tests: arguments --------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, options, paths", [
+    (["-n", "2"], ["-n", "2"], []),  # make test: the 2 is -n's value, not a test path
+    (["-n", "2", "notebooks"], ["-n", "2"], ["notebooks"]),
+    (["-n2", "tests/test_cnn.py"], ["-n2"], ["tests/test_cnn.py"]),
+    (["--numprocesses=2", "-x", "tests"], ["--numprocesses=2", "-x"], ["tests"]),
+    (["tests", "--ignore=tests/test_site.py"], ["--ignore=tests/test_site.py"], ["tests"]),
+    (["-k", "tests", "tests/test_io.py"], ["-k", "tests"], ["tests/test_io.py"]),
+    (["--ignore", "tests/test_site.py", "-p", "no:randomly"], ["--ignore", "tests/test_site.py", "-p", "no:randomly"], []),
+    (["tests/test_io.py::test_x", "-q"], ["-q"], ["tests/test_io.py::test_x"]),
+])
+def test_split_args(argv, options, paths):
+    assert run_tests.split_args(argv) == (options, paths)
+
+
+@pytest.mark.parametrize("argv, selected", [
+    ([], True),  # tests and notebooks
+    (["-n", "2"], True),
+    (["tests"], True),
+    (["."], True),
+    (["tests/test_site.py"], True),
+    (["tests/test_site.py::test_site_was_built"], True),
+    (["tests/test_cnn.py"], False),
+    (["notebooks"], False),
+    (["-n", "2", "notebooks"], False),
+    (["tests", "--ignore=tests/test_site.py"], False),
+    (["--ignore", "tests/test_site.py"], False),
+    (["--ignore=tests"], False),
+])
+def test_selects_site_tests(argv, selected):
+    assert run_tests.selects_site_tests(*run_tests.split_args(argv)) is selected
+
+
+# run_tests: what it runs -------------------------------------------------------------------
+
+@pytest.fixture
+def fake_pytest(monkeypatch):
+    """pytest.main replaced by a recorder; the variables run_tests sets are restored afterwards."""
+    import pytest as real_pytest
+
+    calls = []
+
+    def main(args):
+        calls.append((list(args), {v: os.environ.get(v) for v in ("DLBOOK_PROFILE", "DLBOOK_MODELS")}))
+        return 0
+
+    monkeypatch.setattr(real_pytest, "main", main)
+    monkeypatch.chdir(os.getcwd())
+    for var in ("DLBOOK_MODELS", "DLBOOK_CHECKPOINTS", "DLBOOK_RESULTS", "MPLBACKEND"):
+        monkeypatch.setenv(var, "restored afterwards")
+    return calls
+
+
+def test_make_test_runs_every_test_with_two_workers(fake_pytest, monkeypatch):
+    monkeypatch.setattr(run_tests, "chromium", lambda: "/usr/bin/chromium")
+    assert run_tests.main(["-n", "2"]) == 0
+    (args, env), = fake_pytest
+    assert args[-4:] == ["-n", "2", "tests", "notebooks"]
+    assert "--dist" in args and args[args.index("--dist") + 1] == "loadfile"
+    assert "--nbval-lax" in args
+    assert env["DLBOOK_PROFILE"] == "smoke"
+    assert Path(env["DLBOOK_MODELS"]).name == "dlbook_models"  # a temporary folder, not the user's cache
+    assert not Path(env["DLBOOK_MODELS"]).exists()  # removed afterwards
+
+
+def test_given_paths_replace_the_defaults(fake_pytest, monkeypatch):
+    monkeypatch.setattr(run_tests, "chromium", lambda: None)  # not needed: no site tests
+    assert run_tests.main(["tests/test_io.py", "-q"]) == 0
+    (args, _), = fake_pytest
+    assert args[-2:] == ["-q", "tests/test_io.py"] and "--dist" not in args
+
+
+@pytest.mark.parametrize("argv", [[], ["-n", "2"], ["tests/test_site.py"]])
+def test_missing_chromium_stops_before_pytest_with_one_line(fake_pytest, monkeypatch, capsys, argv):
+    monkeypatch.setattr(run_tests, "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setattr(run_tests.shutil, "which", lambda name: None)
+    assert run_tests.main(argv) == 2
+    assert fake_pytest == []
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "apt-get install chromium" in err
+
+
+@pytest.mark.parametrize("found, code", [(None, 2), ("/usr/bin/chromium", 0)])
+def test_preflight_only_checks(fake_pytest, monkeypatch, capsys, found, code):
+    monkeypatch.setattr(run_tests, "chromium", lambda: found)
+    assert run_tests.main(["--preflight"]) == code
+    assert fake_pytest == []
+    assert capsys.readouterr().err.count("apt-get install chromium") == (1 if found is None else 0)
+
+
+def test_make_test_checks_before_it_builds():
+    """`make test` runs the preflight before the book, with the system Python (no venv needed)."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "\ntest: preflight book\n" in makefile and "\ntest-site: preflight book\n" in makefile
+    assert "\t@$(PYTHON) tools/run_tests.py --preflight\n" in makefile
+
+
+def test_preflight_needs_only_the_standard_library(tmp_path):
+    """The check runs before the venv exists: run_tests must not import anything else first."""
+    import subprocess
+
+    script = str(ROOT / "tools" / "run_tests.py")
+    code = (f"import runpy, sys; sys.argv = [{script!r}, '--preflight', 'tests/test_io.py']; "
+            f"runpy.run_path({script!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_chromium_lookup(monkeypatch, tmp_path):
+    monkeypatch.setattr(run_tests, "CHROMIUM", tmp_path / "chromium")
+    monkeypatch.setattr(run_tests.shutil, "which", lambda name: f"/opt/bin/{name}")
+    assert run_tests.chromium() == "/opt/bin/chromium"  # on the PATH
+    (tmp_path / "chromium").touch()
+    assert run_tests.chromium() == str(tmp_path / "chromium")  # Debian's own first
+    monkeypatch.setattr(run_tests, "CHROMIUM", tmp_path / "nothing")
+    monkeypatch.setattr(run_tests.shutil, "which", lambda name: None)
+    assert run_tests.chromium() is None
+
+
+def test_readme_lists_chromium_among_the_prerequisites():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    prerequisites = " ".join(readme.split("## The two commands", 1)[1].split("```", 1)[0].split())
+    assert "apt-get install chromium" in prerequisites
+
+
+# execute ---------------------------------------------------------------------------------------
+
+def _notebook(cells):
+    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                              "language": "python"}})
+
+
+def test_execute_stores_one_clean_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLBOOK_CHECKPOINTS", "the caller's")
+    before = dict(os.environ)
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([
+        new_markdown_cell("# Title"),
+        new_code_cell("import os, sys, pathlib\n"
+                      "print(os.environ['DLBOOK_PROFILE'])\n"
+                      "ckpt = pathlib.Path(os.environ['DLBOOK_CHECKPOINTS'])\n"
+                      "print(ckpt.is_dir() and not any(ckpt.iterdir()))\n"
+                      "print(ckpt)"),
+        new_code_cell("for i in range(3):\n    sys.stdout.write(f'\\rprogress {i}')\n"
+                      "    sys.stdout.flush()\nprint()\nprint('done')"),
+    ]), path)
+    seconds = execute.execute(path, profile="smoke")
+    assert seconds > 0
+    assert dict(os.environ) == before  # the kernel had its own environment
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == [1, 2]
+    profile, fresh, folder = code[0].outputs[0].text.split()
+    assert (profile, fresh) == ("smoke", "True")  # a fresh checkpoint folder...
+    assert not Path(folder).exists()  # ...removed afterwards
+    streams = [o for o in code[1].outputs if o.output_type == "stream"]
+    assert len(streams) == 1 and streams[0].text == "progress 2\ndone\n"  # a progress bar keeps its last line
+
+
+def test_execute_leaves_the_notebook_alone_when_a_cell_fails(tmp_path):
+    from nbclient.exceptions import CellExecutionError
+
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([new_code_cell("print(1)"), new_code_cell("1 / 0")]), path)
+    before = path.read_bytes()
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        execute.execute(path, profile="smoke")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["missing.ipynb", "notes.txt"])
+def test_execute_command_refuses_what_is_not_a_notebook(tmp_path, capsys, name):
+    if name.endswith(".txt"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        execute.main([str(tmp_path / name)])
+    assert exit_.value.code == 2 and "is not a notebook" in capsys.readouterr().err
+
+
+def test_execute_command_runs_the_smoke_profile(tmp_path, capsys):
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([new_code_cell("import os; print(os.environ['DLBOOK_PROFILE'])")]), path)
+    assert execute.main([str(path), "--profile", "smoke"]) == 0
+    assert "smoke profile" in capsys.readouterr().out
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0].text == "smoke\n"
+
+
+def test_execute_command_defaults_to_the_full_profile(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([]), path)
+    runs = []
+    monkeypatch.setattr(execute, "execute", lambda p, profile: runs.append((p, profile)) or 1.0)
+    assert execute.main([str(path)]) == 0
+    assert runs == [(path.resolve(), "full")]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "$(PY) tools/execute.py $(NB)" in makefile  # make execute: no --profile, so full
