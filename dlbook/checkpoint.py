@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ._checks import check_device
 from .io import atomic_write
 
 MAGIC = b"DLBOOK-CHECKPOINT v1\n"
@@ -57,6 +58,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             strings and plain containers.
     """
     path = Path(path).expanduser()
+    if isinstance(map_location, (str, torch.device)):
+        map_location = check_device(map_location, "map_location")
+    elif map_location is not None and not isinstance(map_location, dict) and not callable(map_location):
+        raise TypeError(f"map_location must be a device, a dict, a function or None (see torch.load); "
+                        f"got {type(map_location).__name__}")
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:

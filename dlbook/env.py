@@ -12,7 +12,7 @@ import torch
 
 from ._checks import check_bool, check_int
 from ._version import __version__
-from .device import device_name, get_device
+from .device import amp_dtype, device_name, get_device
 from .profiles import get_profile
 
 
@@ -56,6 +56,7 @@ class Environment:
     profile: str
     seed: int
     threads: int
+    precision: str
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -64,14 +65,25 @@ class Environment:
 
     def __str__(self) -> str:
         return (
-            f"device: {self.device} ({self.device_name}) | torch {self.torch} | "
-            f"dlbook {self.dlbook} | profile: {self.profile} | seed: {self.seed}"
+            f"device: {self.device} ({self.device_name}), {self.threads} threads | "
+            f"precision: {self.precision}\n"
+            f"torch {self.torch} | dlbook {self.dlbook} | profile: {self.profile} | seed: {self.seed}"
         )
+
+
+def precision(device: torch.device) -> str:
+    """What :func:`dlbook.autocast` computes in on ``device``, in words."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return "float32 (no autocast here)"
+    if dtype == torch.float16:
+        return "float16 autocast with gradient scaling"
+    return "bfloat16 autocast"
 
 
 def setup(seed: int = 0, device: str | None = None, deterministic: bool = True,
           verbose: bool = True) -> Environment:
-    """Seed everything, pick the device, and print one line saying so.
+    """Seed everything, pick the device, and print two lines saying so (with the precision).
 
     It never mounts a drive, opens a browser or asks for credentials.
 
@@ -79,7 +91,7 @@ def setup(seed: int = 0, device: str | None = None, deterministic: bool = True,
         seed: the seed for Python, NumPy and torch.
         device: a device name to force; default :func:`dlbook.get_device`.
         deterministic: ask torch for deterministic algorithms.
-        verbose: print the one-line summary.
+        verbose: print the summary.
     """
     deterministic = check_bool(deterministic, "deterministic")
     verbose = check_bool(verbose, "verbose")
@@ -96,6 +108,7 @@ def setup(seed: int = 0, device: str | None = None, deterministic: bool = True,
         profile=get_profile(),
         seed=seed,
         threads=torch.get_num_threads(),
+        precision=precision(dev),
     )
     if verbose:
         print(env)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from ._checks import check_callable, check_device, describe
 
@@ -81,22 +80,3 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
         raise ValueError(f"cannot write {path} as JSON: it holds NaN or an infinity, which JSON "
                          f"has no number for") from err
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Atomically ``torch.save`` ``obj`` to ``path``."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """Load a file written by :func:`atomic_torch_save` with ``weights_only=True``.
-
-    Only tensors, numbers, strings and plain containers are unpickled, so a
-    tampered file cannot run code.
-    """
-    if isinstance(map_location, (str, torch.device)):
-        map_location = check_device(map_location, "map_location")
-    elif map_location is not None and not isinstance(map_location, dict) and not callable(map_location):
-        raise TypeError(f"map_location must be a device, a dict, a function or None (see torch.load); "
-                        f"got {describe(map_location)}")
-    return torch.load(_check_path(path), map_location=map_location, weights_only=True)

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ._checks import check_int
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .device import amp_dtype, autocast, get_device, grad_scaler
 from .fingerprint import describe, digest, tensor_digest
@@ -390,12 +391,6 @@ def _set_rng_state(state: dict) -> None:
 
 # argument checks --------------------------------------------------------------
 
-def _count(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
-
-
 def _has_len(loader) -> bool:
     try:
         len(loader)
@@ -466,23 +461,23 @@ def _make_plan(loader, epochs, max_steps, eval_every, evals_per_epoch, log_every
         raise ValueError("the training loader is empty (length 0)")
     if eval_every is not None and evals_per_epoch is not None:
         raise ValueError("give eval_every= (steps) or evals_per_epoch=, not both")
-    eval_every = None if eval_every is None else _count(eval_every, "eval_every", 1)
-    log_every = None if log_every is None else _count(log_every, "log_every", 1)
+    eval_every = None if eval_every is None else check_int(eval_every, "eval_every", 1)
+    log_every = None if log_every is None else check_int(log_every, "log_every", 1)
     eval_points: set[int] = set()
     if epochs is not None:
-        epochs = _count(epochs, "epochs", 0)
+        epochs = check_int(epochs, "epochs", 0)
         if not sized:
             raise ValueError("epochs= needs a loader with a length; for an endless loader (random windows "
                              "of a text) give max_steps= instead")
         total = epochs * steps_per_pass
         if eval_every is None:
-            k = 1 if evals_per_epoch is None else _count(evals_per_epoch, "evals_per_epoch", 1)
+            k = 1 if evals_per_epoch is None else check_int(evals_per_epoch, "evals_per_epoch", 1)
             if k > steps_per_pass:
                 raise ValueError(f"evals_per_epoch={k} is more than the {steps_per_pass} steps of an epoch")
             eval_points = {e * steps_per_pass + round(steps_per_pass * (i + 1) / k)
                            for e in range(epochs) for i in range(k)}
     else:
-        total = _count(max_steps, "max_steps", 0)
+        total = check_int(max_steps, "max_steps", 0)
         if evals_per_epoch is not None:
             raise ValueError("evals_per_epoch= goes with epochs=; with max_steps= give eval_every=")
         if eval_every is None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ._checks import check_callable, check_module, describe
-from .io import atomic_torch_save, safe_torch_load
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .paths import models_dir
 from .profiles import PROFILES, get_profile
 
@@ -78,8 +78,7 @@ def save_model(name: str, model: nn.Module, info: dict | None = None) -> Path:
             "torch": str(torch.__version__),
             "saved": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "info": meta}, path)
-    return path
+    return save_checkpoint({"state_dict": state, "info": meta}, path)
 
 
 def load_model(name: str, model: nn.Module) -> dict:
@@ -87,6 +86,9 @@ def load_model(name: str, model: nn.Module) -> dict:
 
     Raises:
         FileNotFoundError: when no model of that name was saved in this profile.
+        CheckpointError: when the file is corrupt, tampered with, or not a
+            saved model (it names the file: delete it and run the chapter that
+            trains the model again).
         ValueError: when the saved weights are for a different architecture.
     """
     path = model_path(name)
@@ -96,7 +98,10 @@ def load_model(name: str, model: nn.Module) -> dict:
             f"No saved model {name!r} for the {get_profile()} profile at {path}. "
             f"Run the chapter that trains it, or use load_or_train()."
         )
-    saved = safe_torch_load(path)
+    saved = load_checkpoint(path)
+    if (not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict)
+            or not isinstance(saved.get("info"), dict)):
+        raise CheckpointError(path, "is not a model saved by dlbook.zoo.save_model")
     # Compare names and shapes first: load_state_dict would copy the tensors
     # that fit before raising, and leave the model half loaded.
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}

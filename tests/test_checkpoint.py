@@ -95,3 +95,12 @@ def test_every_broken_file_gives_one_error_naming_it(tmp_path, kind):
 def test_a_folder_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="is a folder"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("map_location, error", [("x", ValueError), (0, TypeError), ([0], TypeError)])
+def test_map_location_is_checked(tmp_path, map_location, error):
+    path = save_checkpoint({"w": torch.ones(2)}, tmp_path / "s.pt")
+    with pytest.raises(error, match="map_location"):
+        load_checkpoint(path, map_location=map_location)
+    for good in ("cpu", torch.device("cpu"), None, {"cpu": "cpu"}, lambda storage, location: storage):
+        assert torch.equal(load_checkpoint(path, map_location=good)["w"], torch.ones(2))

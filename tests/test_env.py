@@ -58,13 +58,13 @@ def test_seed_everything_matches_the_libraries_own_seeding():
     assert ours[2] == [random.random() for _ in range(5)]
 
 
-def test_setup_prints_one_line(capsys):
+def test_setup_prints_two_short_lines(capsys):
     result = env.setup(seed=42)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    line = lines[0]
+    assert len(lines) == 2 and all(len(line) <= 79 for line in lines)
+    line = " ".join(lines)
     for part in ("device: cpu", f"torch {torch.__version__}", f"dlbook {dlbook.__version__}",
-                 "profile: smoke", "seed: 42"):
+                 "profile: smoke", "seed: 42", "precision: ", "threads"):
         assert part in line
     assert isinstance(result, env.Environment)
 
@@ -85,7 +85,8 @@ def test_setup_returns_the_environment(full_profile):
     assert result.device_name
     d = result.as_dict()
     assert d["device"] == "cpu" and d["seed"] == 5
-    assert set(d) == {"device", "device_name", "torch", "dlbook", "python", "profile", "seed", "threads"}
+    assert set(d) == {"device", "device_name", "torch", "dlbook", "python", "profile", "seed", "threads",
+                      "precision"}
 
 
 def test_setup_deterministic_switch():
@@ -140,3 +141,16 @@ def test_setup_switches_must_be_bools(kwargs, match, capsys):
 def test_setup_bad_device(device, error):
     with pytest.raises(error, match="device|argument"):
         env.setup(seed=0, device=device, verbose=False)
+
+
+def test_setup_says_whether_bf16_autocast_is_in_use(native_bf16, capsys):
+    result = env.setup(seed=0, device="cpu")
+    out = capsys.readouterr().out
+    expected = "bfloat16 autocast" if native_bf16 else "float32 (no autocast here)"
+    assert result.precision == expected and f"precision: {expected}" in out
+    assert all(len(line) <= 79 for line in out.splitlines()), out
+
+
+def test_precision_names_float16_with_scaling_on_an_old_gpu(monkeypatch):
+    monkeypatch.setattr(env, "amp_dtype", lambda device: torch.float16)
+    assert env.precision(torch.device("cuda")) == "float16 autocast with gradient scaling"

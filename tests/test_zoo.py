@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dlbook import zoo
-from dlbook.io import safe_torch_load
+from dlbook.checkpoint import CheckpointError, load_checkpoint
 
 
 def small(hidden=4):
@@ -38,7 +38,7 @@ def test_save_load_roundtrip(models):
     assert info["test_acc"] == 0.99 and info["name"] == "mnist-cnn"
     assert info["class"] == "Sequential" and info["profile"] == "smoke"
     assert info["torch"] == torch.__version__ and info["saved"].endswith("Z")
-    assert all(t.device.type == "cpu" for t in safe_torch_load(path)["state_dict"].values())
+    assert all(t.device.type == "cpu" for t in load_checkpoint(path)["state_dict"].values())
 
 
 def test_metadata_with_numpy_numbers_loads_back(models):
@@ -177,3 +177,23 @@ def test_bad_arguments(models, call, error, match):
     with pytest.raises(error, match=match):
         call()
     assert not models.exists() or not list(models.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "not a model"])
+def test_a_damaged_model_file_gives_one_clear_error(models, damage):
+    model = small()
+    path = zoo.save_model("damaged", model)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "flipped":
+        data = bytearray(path.read_bytes())
+        data[-20] ^= 1
+        path.write_bytes(bytes(data))
+    else:
+        from dlbook.checkpoint import save_checkpoint
+        save_checkpoint({"weights": [1, 2]}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        zoo.load_model("damaged", model)
+    assert str(path) in str(err.value) and "Delete it" in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
