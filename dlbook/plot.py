@@ -105,18 +105,31 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
     return fig
 
 
+_SPLITS = {"train": "training", "val": "validation", "test": "test"}
+_METRICS = {"loss": "loss", "acc": "accuracy"}
+
+
+def key_label(key: str) -> str:
+    """Words for a History key: ``val_acc`` -> "validation accuracy"."""
+    split, _, metric = key.partition("_")
+    if not metric:
+        return key
+    return f"{_SPLITS.get(split, split)} {_METRICS.get(metric, metric.replace('_', ' '))}"
+
+
 def learning_curves(histories: Mapping, keys: Sequence[str] | str = ("train_loss", "val_loss"),
                     x: str = "epoch", title: str = "Learning curves", ylabel: str | None = None,
-                    logy: bool = False, names: Mapping[str, str] | None = None):
+                    logy: bool = False):
     """Plot metrics of one or more :class:`dlbook.train.History` objects.
 
     Args:
         histories: ``{"run name": history}``; a history is a list of record
             dicts (a :class:`dlbook.train.History` is one).
         keys: record keys to plot, one line each per run (one key may be a string).
-        x: the record key for the x axis (``"epoch"`` or ``"seconds"``).
-        names: legend names for the keys, e.g. ``{"val_loss": "test loss"}``
-            when the validation set is the test set.
+        x: the record key for the x axis (``"epoch"``, ``"step"`` or ``"seconds"``).
+
+    The legend says what each key is: ``train_loss`` is "training loss",
+    ``val_acc`` "validation accuracy", ``test_acc`` "test accuracy".
 
     Raises:
         ValueError: when no history has any of ``keys``, or a record with
@@ -129,14 +142,11 @@ def learning_curves(histories: Mapping, keys: Sequence[str] | str = ("train_loss
     keys = (keys,) if isinstance(keys, str) else keys
     if not isinstance(keys, Sequence) or not keys or not all(isinstance(k, str) for k in keys):
         raise ValueError(f"keys must be a record key or a non-empty list of them; got {describe(keys)}")
-    if names is not None and not isinstance(names, Mapping):
-        raise TypeError(f"names must be a dict of key -> legend name, or None; got {describe(names)}")
     for name, value in (("x", x), ("title", title), ("ylabel", ylabel)):
         _check_text(value, name)
     if x is None:
         raise TypeError("x must be a record key such as 'epoch'; got None")
     logy = check_bool(logy, "logy")
-    names = dict(names or {})
     lines = []  # (x values, y values, style, legend label)
     for name, history in histories.items():
         try:
@@ -151,14 +161,14 @@ def learning_curves(histories: Mapping, keys: Sequence[str] | str = ("train_loss
                 raise ValueError(f"history {name!r}: a record with {key!r} has no {x!r} for the x axis")
             if rows:
                 style = "--" if key.startswith("train") else "-"
-                lines.append(([r[x] for r in rows], [r[key] for r in rows], style, f"{name}: {names.get(key, key)}"))
+                lines.append(([r[x] for r in rows], [r[key] for r in rows], style, f"{name}: {key_label(key)}"))
     if not lines:
         raise ValueError(f"no history has any of the keys {list(keys)}")
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for xs, ys, style, label in lines:
         ax.plot(xs, ys, style, marker=".", label=label)
-    ax.set_xlabel({"epoch": "epoch", "seconds": "training time (s)"}.get(x, x))
-    ax.set_ylabel(ylabel or ", ".join(keys))
+    ax.set_xlabel({"epoch": "epoch", "step": "step", "seconds": "training time (s)"}.get(x, x))
+    ax.set_ylabel(ylabel or ", ".join(key_label(k) for k in keys))
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)

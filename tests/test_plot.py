@@ -84,7 +84,7 @@ def test_learning_curves():
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_title() == "Loss" and ax.get_xlabel() == "epoch"
-    assert ax.get_ylabel() == "train_loss, val_loss"
+    assert ax.get_ylabel() == "training loss, validation loss"
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels == ["sgd: train_loss", "sgd: val_loss", "adam: train_loss", "adam: val_loss"]
     x, y = ax.get_lines()[2].get_data()
@@ -100,7 +100,7 @@ def test_learning_curves_options():
     ax = fig.axes[0]
     assert ax.get_xlabel() == "training time (s)" and ax.get_ylabel() == "loss"
     assert ax.get_yscale() == "log"
-    assert [line.get_label() for line in ax.get_lines()] == ["run: val_loss"]  # missing keys skipped
+    assert [line.get_label() for line in ax.get_lines()] == ["run: validation loss"]  # missing keys skipped
     assert list(ax.get_lines()[0].get_xdata()) == [2.0, 4.0, 6.0]
 
 
@@ -170,11 +170,18 @@ def test_plot_confusion_matrix_rejects_labels_beyond_the_names():
         plot.plot_confusion_matrix([0, 3], [0, 1], ["a", "b"])
 
 
-def test_learning_curves_names_rename_the_legend_entries():
-    fig = plot.learning_curves({"MNIST": _history()}, names={"val_loss": "test loss"})
-    labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert labels == ["MNIST: train_loss", "MNIST: test loss"]
-    plt.close(fig)
+def test_learning_curves_say_what_each_key_is():
+    fig = plot.learning_curves({"MNIST": _history()}, keys=("train_loss", "val_loss"))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["MNIST: training loss", "MNIST: validation loss"]
+    assert fig.axes[0].get_ylabel() == "training loss, validation loss"
+
+
+@pytest.mark.parametrize("key, words", [("train_acc", "training accuracy"), ("test_acc", "test accuracy"),
+                                        ("val_loss", "validation loss"), ("train_loss_d", "training loss d"),
+                                        ("sample_fid", "sample fid"), ("step", "step")])
+def test_key_label(key, words):
+    assert plot.key_label(key) == words
 
 
 # bad input: a clear error, or the right result ----------------------------------------
@@ -218,7 +225,6 @@ def test_image_grid_numbers_of_every_kind():
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=None), ValueError, "keys"),
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=3), ValueError, "keys"),
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(keys=()), ValueError, "keys"),
-    (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(names=["test loss"]), TypeError, "names"),
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(logy="yes"), TypeError, "logy"),
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(x=["epoch"]), TypeError, "x must be"),
     (({"run": [{"epoch": 1, "train_loss": 1.0}]},), dict(ylabel=torch.ones(2)), TypeError, "ylabel"),
@@ -231,7 +237,7 @@ def test_learning_curves_bad_input(args, kwargs, error, match):
 
 def test_learning_curves_one_key_as_a_string():
     fig = plot.learning_curves({"run": _history()}, keys="val_loss")
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["run: val_loss"]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["run: validation loss"]
 
 
 @pytest.mark.parametrize("y_true, y_pred, k, error, match", [
