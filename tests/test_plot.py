@@ -86,7 +86,7 @@ def test_learning_curves():
     assert ax.get_title() == "Loss" and ax.get_xlabel() == "epoch"
     assert ax.get_ylabel() == "training loss, validation loss"
     labels = [line.get_label() for line in ax.get_lines()]
-    assert labels == ["sgd: train_loss", "sgd: val_loss", "adam: train_loss", "adam: val_loss"]
+    assert labels == ["sgd: training loss", "sgd: validation loss", "adam: training loss", "adam: validation loss"]
     x, y = ax.get_lines()[2].get_data()
     assert list(x) == [1, 2, 3] and np.allclose(y, [1.1, 0.6, 1 / 3 + 0.1])
     assert ax.get_lines()[0].get_linestyle() == "--" and ax.get_lines()[1].get_linestyle() == "-"
