@@ -8,7 +8,9 @@
   inputs of growing size, as a :class:`Comparison` that prints as a table
   and draws itself on log-log axes;
 - :func:`seconds_per_epoch`: what one epoch of training a model costs;
-- :func:`count_parameters`: trainable parameters.
+- :func:`count_parameters`: trainable parameters;
+- :func:`layer_costs`: parameters and multiply-adds of every convolution
+  and linear layer, for one example.
 
 The numbers are measured on this machine, now: run on an idle machine
 when they are to be stored.
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_bool, check_callable, check_device, check_int, check_module, check_str
+from ._checks import check_bool, check_callable, check_device, check_int, check_module, check_str, describe
 from .device import autocast, grad_scaler
 
 QUANTITIES = ("time", "memory")
@@ -344,3 +346,83 @@ def seconds_per_epoch(model: nn.Module, steps: int = 10, *, batch_size: int = 12
         scaler.update()
 
     return median_time(step, steps, device=device) * n_train / batch_size
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One convolution or linear layer: its output shape (for one example),
+    parameters, and multiply-adds for one example."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    multiply_adds: int
+
+
+class Costs(list):
+    """The :class:`LayerCost` of every convolution and linear layer, in the
+    order they ran. ``print`` shows a table that fits 79 columns."""
+
+    @property
+    def multiply_adds(self) -> int:
+        return sum(c.multiply_adds for c in self)
+
+    @property
+    def parameters(self) -> int:
+        return sum(c.parameters for c in self)
+
+    def __str__(self) -> str:
+        total = self.multiply_adds or 1
+        lines = [f"{'layer':16s} {'kind':9s} {'output':>12s} {'parameters':>11s} {'mult-adds':>13s} {'share':>6s}"]
+        for c in self:
+            shape = "x".join(map(str, c.output_shape))
+            lines.append(f"{c.name[:16]:16s} {c.kind:9s} {shape:>12s} {c.parameters:11,d} "
+                         f"{c.multiply_adds:13,d} {c.multiply_adds / total:6.1%}")
+        lines.append(f"{'total':16s} {'':9s} {'':>12s} {self.parameters:11,d} {self.multiply_adds:13,d}")
+        return "\n".join(lines)
+
+
+def layer_costs(model: nn.Module, x: torch.Tensor) -> Costs:
+    r"""Parameters and multiply-adds, for one example, of each ``nn.Conv2d`` and ``nn.Linear``.
+
+    A convolution computes each of its $C_\text{out} H_\text{out} W_\text{out}$
+    outputs with $(C_\text{in}/\text{groups})\, k_h k_w$ multiply-adds; a linear
+    layer each of its outputs with ``in_features``. Other layers (activations,
+    normalization, pooling) cost comparatively little and are not counted.
+    ``x`` is a batch; the counts are divided by its size. The model runs
+    once, in evaluation mode, without gradients.
+
+    Shapes:
+        x: (B, ...) -> one row per layer
+    """
+    check_module(model)
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a batch tensor (B, ...); got {describe(x)}")
+    costs = Costs()
+    names = {module: name for name, module in model.named_modules()}
+
+    def hook(module, inputs, output):
+        per_example = output[0]
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            each = module.in_channels // module.groups * kh * kw
+            kind = f"conv{kh}x{kw}"
+        else:
+            each = module.in_features
+            kind = "linear"
+        params = sum(p.numel() for p in module.parameters())
+        costs.append(LayerCost(names[module] or "model", kind, tuple(per_example.shape), params,
+                               per_example.numel() * each))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return costs

@@ -6,6 +6,8 @@ width, K classes; ``kh, kw`` are kernel height and width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -415,12 +417,13 @@ class Residual(nn.Module):
     $f$ is 3x3 conv, BN, ReLU, 3x3 conv, BN. The shortcut $s$ is the identity,
     or a 1x1 convolution (with BN) when the shape changes (stride or channels).
     A convolution followed by BN has no bias: BN's shift replaces it.
+    ``shortcut=False`` leaves the shortcut out: two plain layers.
 
     Shapes:
         (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: bool = True):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels", 1)
         out_channels = check_int(out_channels, "out_channels", 1)
@@ -429,10 +432,13 @@ class Residual(nn.Module):
             nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(),
             nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels),
         )
-        self.shortcut = _shortcut(in_channels, out_channels, stride)
+        # shortcut=False: the same two layers as a plain stack, y = ReLU(f(x)), for comparison
+        self.shortcut = _shortcut(in_channels, out_channels, stride) if check_bool(shortcut, "shortcut") else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x, "Residual", self.in_channels)
+        if self.shortcut is None:
+            return F.relu(self.f(x))
         return F.relu(self.f(x) + self.shortcut(x))
 
 
@@ -494,6 +500,138 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(_check_images(x, "ResNet", 1))))
+
+
+class DeepStack(nn.Module):
+    """A deep stack of 3x3 convolutions with batch norm, with or without shortcuts.
+
+    A stride-2 stem convolution (28x28 to 14x14), then ``blocks`` basic
+    blocks (:class:`Residual` with 16 channels: two 3x3 convolutions, each
+    with BN), global average pooling and a linear layer: ``2 * blocks + 2``
+    layers with weights (9 blocks: 20). ``residual=False`` drops every
+    shortcut, leaving a plain stack of the same layers and parameters.
+
+    Shapes:
+        x: (B, 1, 28, 28) -> (B, K)
+    """
+
+    def __init__(self, blocks: int = 9, channels: int = 16, residual: bool = True, num_classes: int = 10):
+        super().__init__()
+        blocks = check_int(blocks, "blocks", 1)
+        channels = check_int(channels, "channels", 1)
+        residual = check_bool(residual, "residual")
+        num_classes = check_int(num_classes, "num_classes", 1)
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU())  # (B, C, 14, 14)
+        self.blocks = nn.Sequential(*(Residual(channels, channels, shortcut=residual) for _ in range(blocks)))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))  # (B, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(_check_images(x, "DeepStack", 1))))
+
+
+class AlexNet(nn.Module):
+    """AlexNet (Krizhevsky, Sutskever and Hinton, 2012) for 224x224 colour images.
+
+    Five convolutions (96, 256, 384, 384 and 256 channels; 11x11 with stride
+    4, 5x5, then three 3x3) with ReLU, local response normalization after
+    the first two, overlapping 3x3 max pooling with stride 2 after the
+    first, second and fifth, then three fully connected layers (4096, 4096,
+    K) with dropout before the first two. ``two_gpus=True`` gives the
+    paper's split over two GPUs: the second, fourth and fifth convolutions
+    see only the half of the channels on their own GPU, which is a grouped
+    convolution (``groups=2``). Padding 2 in the first layer makes a 224x224
+    input give 55x55, as the paper's figure says.
+
+    Shapes:
+        x: (B, 3, 224, 224) -> (B, K)
+    """
+
+    def __init__(self, num_classes: int = 1000, two_gpus: bool = False, dropout: float = 0.5):
+        super().__init__()
+        num_classes = check_int(num_classes, "num_classes", 1)
+        g = 2 if check_bool(two_gpus, "two_gpus") else 1
+        dropout = check_float(dropout, "dropout", 0.0, 1.0, open_max=True)
+
+        def lrn():
+            return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(), lrn(),  # (B, 96, 55, 55)
+            nn.MaxPool2d(3, stride=2),  # (B, 96, 27, 27)
+            nn.Conv2d(96, 256, 5, padding=2, groups=g), nn.ReLU(), lrn(),  # (B, 256, 27, 27)
+            nn.MaxPool2d(3, stride=2),  # (B, 256, 13, 13)
+            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),  # (B, 384, 13, 13)
+            nn.Conv2d(384, 384, 3, padding=1, groups=g), nn.ReLU(),  # (B, 384, 13, 13)
+            nn.Conv2d(384, 256, 3, padding=1, groups=g), nn.ReLU(),  # (B, 256, 13, 13)
+            nn.MaxPool2d(3, stride=2),  # (B, 256, 6, 6)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (B, 9216)
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Linear(4096, num_classes),  # (B, K)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x")
+        if x.dim() != 4 or x.shape[1:] != (3, 224, 224):
+            raise ValueError(f"AlexNet expects (B, 3, 224, 224); got shape {tuple(x.shape)}")
+        return self.classifier(self.features(check_tensor(x, "x", floating=True)))
+
+
+def rotate(x: torch.Tensor, degrees: float, fill: float | None = None) -> torch.Tensor:
+    """Rotate each image counter-clockwise (as seen) by ``degrees`` about its centre.
+
+    Bilinear interpolation; pixels that come from outside the image take
+    ``fill`` (default: each image's minimum, its background).
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H, W)
+    """
+    _check_images(x, "rotate", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    a = math.radians(check_float(degrees, "degrees"))
+    # affine_grid sends each output position p = (x, y) (x to the right, y down, both in
+    # [-1, 1]) to the input position theta @ (x, y, 1) that it reads. With y pointing down,
+    # this theta turns the picture counter-clockwise as seen on screen (like torch.rot90).
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
+                         dtype=x.dtype, device=x.device).expand(len(x), 2, 3)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    base = x.amin(dim=(1, 2, 3), keepdim=True) if fill is None else check_float(fill, "fill")
+    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+
+
+def bilinear_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Read ``x`` at real-valued positions by bilinear interpolation, from scratch.
+
+    ``grid[b, i, j] = (u, v)`` in [-1, 1] from the left (top) edge to the
+    right (bottom) edge, as ``F.grid_sample(..., align_corners=False)``
+    reads it; positions outside the image read zeros. Each output is a
+    weighted sum of the four pixels around its position, with weights
+    $(1 - |p_x - c_x|)(1 - |p_y - c_y|)$ that are linear in the position:
+    that is what makes sampling differentiable with respect to where it reads.
+
+    Shapes:
+        x: (B, C, H, W), grid: (B, H_out, W_out, 2) -> (B, C, H_out, W_out)
+    """
+    _check_images(x, "bilinear_sample", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    check_tensor(grid, "grid", floating=True)
+    if grid.dim() != 4 or grid.shape[0] != x.shape[0] or grid.shape[-1] != 2:
+        raise ValueError(f"grid must have shape ({x.shape[0]}, H_out, W_out, 2) for x of shape "
+                         f"{tuple(x.shape)}; got {tuple(grid.shape)}")
+    B, C, H, W = x.shape
+    px = (grid[..., 0] + 1) * W / 2 - 0.5  # (B, H_out, W_out): column position, in pixels
+    py = (grid[..., 1] + 1) * H / 2 - 0.5  # (B, H_out, W_out): row position, in pixels
+    x0, y0 = px.floor(), py.floor()
+    out = torch.zeros(B, C, *grid.shape[1:3], dtype=x.dtype, device=x.device)  # (B, C, H_out, W_out)
+    for cx in (x0, x0 + 1):
+        for cy in (y0, y0 + 1):
+            weight = (1 - (px - cx).abs()) * (1 - (py - cy).abs())  # (B, H_out, W_out)
+            inside = (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H)
+            index = (cy.clamp(0, H - 1) * W + cx.clamp(0, W - 1)).long().flatten(1)  # (B, H_out*W_out)
+            values = x.flatten(2).gather(2, index[:, None].expand(B, C, -1))  # (B, C, H_out*W_out)
+            out = out + values.view_as(out) * (weight * inside)[:, None]
+    return out
 
 
 def receptive_field(kernels: list[int], strides: list[int] | None = None) -> int:

@@ -396,3 +396,25 @@ def test_seconds_per_epoch_full_precision_when_asked(native_bf16):
 def test_seconds_per_epoch_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         bench.seconds_per_epoch(*args, **kwargs)
+
+
+def test_layer_costs_counts_multiply_adds_by_hand():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, stride=2, groups=1),
+                          nn.Flatten(), nn.Linear(4 * 3 * 3, 5))
+    costs = bench.layer_costs(model.train(), torch.zeros(7, 2, 8, 8))
+    assert [c.output_shape for c in costs] == [(3, 8, 8), (4, 3, 3), (5,)]
+    assert [c.multiply_adds for c in costs] == [3 * 64 * 2 * 9, 4 * 9 * 3 * 9, 5 * 36]
+    assert [c.parameters for c in costs] == [3 * 18 + 3, 4 * 27 + 4, 5 * 36 + 5]
+    assert costs.multiply_adds == sum(c.multiply_adds for c in costs)
+    assert model.training  # the mode is restored
+    assert all(len(line) <= 79 for line in str(costs).splitlines())
+
+
+def test_layer_costs_grouped_convolution_and_bad_input():
+    grouped = nn.Conv2d(4, 8, 3, groups=2)
+    (cost,) = bench.layer_costs(grouped, torch.zeros(1, 4, 5, 5))
+    assert cost.multiply_adds == 8 * 9 * (4 // 2) * 9
+    with pytest.raises(ValueError, match="batch"):
+        bench.layer_costs(grouped, torch.zeros(4))
+    with pytest.raises(TypeError, match="Module"):
+        bench.layer_costs(lambda x: x, torch.zeros(1, 4, 5, 5))

@@ -700,3 +700,91 @@ def test_blocks_keep_the_parameter_names_of_a_plain_sequential():
     assert list(block.state_dict())[:3] == ["0.weight", "1.weight", "1.bias"]
     assert list(cnn.nin_block(3, 4, 3).state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias",
                                                          "4.weight", "4.bias"]
+
+
+# AlexNet, the deep stacks, rotation and bilinear sampling ------------------------
+
+def test_alexnet_matches_the_paper():
+    from dlbook.bench import count_parameters
+
+    model = cnn.AlexNet()
+    assert count_parameters(model) == 62_378_344
+    # the paper's two GPUs: conv2, conv4 and conv5 see half the channels ("60 million parameters")
+    assert count_parameters(cnn.AlexNet(two_gpus=True)) == 60_965_224
+    with torch.no_grad():
+        x = torch.zeros(2, 3, 224, 224)
+        assert model.features[:4](x).shape == (2, 96, 27, 27)  # 55x55 after conv1, 27x27 after pooling
+        assert model.eval()(x).shape == (2, 1000)
+    with pytest.raises(ValueError, match=r"\(B, 3, 224, 224\)"):
+        model(torch.zeros(1, 3, 227, 227))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_deep_stack(residual):
+    from dlbook.bench import count_parameters, layer_costs
+
+    model = cnn.DeepStack(blocks=9, residual=residual)
+    weighted = [c for c in layer_costs(model, torch.zeros(2, 1, 28, 28))]
+    assert len(weighted) == 20  # 19 convolutions and the linear layer
+    assert count_parameters(model) == count_parameters(cnn.DeepStack(blocks=9, residual=not residual))
+    assert all((b.shortcut is not None) == residual for b in model.blocks)
+
+
+def test_a_block_without_shortcut_is_its_plain_layers():
+    torch.manual_seed(0)
+    block = cnn.Residual(4, 4, shortcut=False).eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(block(x), F.relu(block.f(x)))
+    with pytest.raises(TypeError, match="shortcut"):
+        cnn.Residual(4, 4, shortcut="no")
+
+
+def test_rotate_by_quarter_turns_matches_rot90():
+    x = torch.rand(3, 2, 8, 8)
+    for k in (1, 2, 3):
+        assert torch.allclose(cnn.rotate(x, 90 * k, fill=0.0), torch.rot90(x, k, dims=(-2, -1)), atol=1e-6)
+    assert torch.allclose(cnn.rotate(x, 0.0), x, atol=1e-6)
+
+
+def test_rotate_fills_with_each_images_background():
+    x = torch.full((2, 1, 9, 9), -0.5)
+    x[1] = 2.0
+    x[:, :, 3:6, 3:6] = 5.0
+    out = cnn.rotate(x, 45)
+    assert out[0, 0, 0, 0].item() == pytest.approx(-0.5) and out[1, 0, 0, 0].item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((torch.rand(2, 8, 8), 10), ValueError, "rotate expects"),
+    ((torch.rand(1, 1, 8, 8), float("nan")), ValueError, "degrees"),
+    ((torch.zeros(1, 1, 8, 8, dtype=torch.long), 10), ValueError, "floating"),
+    (("image", 10), TypeError, "torch.Tensor"),
+])
+def test_rotate_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
+        cnn.rotate(*args)
+
+
+def test_bilinear_sample_matches_grid_sample_inside_and_outside():
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 6, 7)
+    theta = torch.randn(3, 2, 3) * 0.6 + torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])  # reaches outside too
+    grid = F.affine_grid(theta, [3, 2, 5, 9], align_corners=False)
+    assert (grid.abs() > 1).any()
+    assert torch.allclose(cnn.bilinear_sample(x, grid), F.grid_sample(x, grid, align_corners=False), atol=1e-6)
+
+
+def test_bilinear_sampling_is_differentiable_in_the_position():
+    x = torch.rand(1, 1, 6, 6)
+    shift = torch.tensor(0.13, requires_grad=True)
+    theta = torch.stack([torch.stack([torch.tensor(1.0), torch.tensor(0.0), shift]),
+                         torch.tensor([0.0, 1.0, 0.0])])[None]
+    out = cnn.bilinear_sample(x, F.affine_grid(theta, [1, 1, 6, 6], align_corners=False))
+    (grad,) = torch.autograd.grad(out.sum(), shift)
+    assert grad.abs().item() > 0
+
+
+def test_bilinear_sample_bad_grid():
+    with pytest.raises(ValueError, match="grid must have shape"):
+        cnn.bilinear_sample(torch.rand(2, 1, 4, 4), torch.zeros(1, 4, 4, 2))
