@@ -24,55 +24,90 @@ def check(key, answer, capsys):
 
 # The right answers, as a reader would write them ---------------------------------
 
-def _conv1x1(x, weight):
-    B, C_in, H, W = x.shape
-    y = weight @ x.reshape(B, C_in, H * W)  # (B, C_out, H*W)
-    return y.reshape(B, -1, H, W)
+def _strided(x, k, stride, padding):
+    x = F.pad(x, (padding, padding, padding, padding))  # (H + 2P, W + 2P)
+    kh, kw = k.shape
+    H_out = (x.shape[0] - kh) // stride + 1
+    W_out = (x.shape[1] - kw) // stride + 1
+    y = torch.zeros(H_out, W_out)
+    for i in range(H_out):
+        for j in range(W_out):
+            y[i, j] = (x[i * stride:i * stride + kh, j * stride:j * stride + kw] * k).sum()
+    return y
+
+
+def _dot():
+    patch = torch.zeros(3, 3)
+    patch[1, 1] = 1.0
+    return patch
 
 
 RIGHT = {
-    "cnn.output_size": lambda W, F, P, S: (W - F + 2 * P) // S + 1,
-    "cnn.param_count": lambda c_in, c_out, k: c_out * (c_in * k * k + 1),
-    "cnn.conv1x1": _conv1x1,
-    "cnn.receptive_field": 7,
+    "cnn.classifier_receptive_field": 16,
+    "cnn.strided_conv": _strided,
+    "cnn.block_parameters": lambda C, M: (18 * C * C + 4 * C, 2 * C * M + 9 * M * M + 4 * M + 2 * C),
+    "cnn.edge_patch": _dot(),
 }
+
+
+def _no_padding(x, k, stride, padding):
+    return _strided(x, k, stride, 0)
+
+
+def _one_sided(x, k, stride, padding):
+    return _strided(F.pad(x, (padding, 0, padding, 0)), k, stride, 0)
+
+
+def _ceil_size(x, k, stride, padding):
+    x = F.pad(x, (padding,) * 4)
+    kh, kw = k.shape
+    H_out, W_out = -(-(x.shape[0] - kh) // stride) + 1, -(-(x.shape[1] - kw) // stride) + 1
+    return torch.zeros(H_out, W_out)
+
+
+def _wrong_start(x, k, stride, padding):
+    y = _strided(x, k, 1, padding)
+    return y[::stride, ::stride].flip(0) if y.shape[0] > 1 else y[::stride, ::stride] + 1
+
 
 # Typical mistakes, each with a fragment the hint must contain ------------------
 WRONG = {
-    "cnn.output_size": [
-        (lambda W, F, P, S: math.ceil((W - F + 2 * P) / S) + 1, "hang over the edge"),
-        (lambda W, F, P, S: (W - F + 2 * P) / S + 1, "hang over the edge"),
-        (lambda W, F, P, S: (W - F + P) // S + 1, "positions"),
-        (lambda W, F, P, S: W - F + 2 * P + 1, "positions"),
-        (lambda W, F, P, S: (W - F) // S + 1, "positions"),
-        (28, "function"),
+    "cnn.classifier_receptive_field": [
+        (9, "pooling layers have windows"), (11, "two input pixels"), (10, "two input pixels"),
+        (13, "each 2x2 pooling window"), (28, "whole image"), (5, "List the layers"), (25, "List the layers"),
+        (16.0, "whole number"), ("16", "whole number"), (True, "whole number"),
     ],
-    "cnn.param_count": [
-        (lambda c_in, c_out, k: c_out * c_in * k * k, "bias"),
-        (lambda c_in, c_out, k: c_out * (k * k + 1), "input channels"),
-        (lambda c_in, c_out, k: c_in * c_out * k + c_out, "input channels"),
-        ("c_out * (c_in * k * k + 1)", "function"),
+    "cnn.strided_conv": [
+        (_no_padding, "should be"), (_one_sided, "should be"), (_ceil_size, "for a"),
+        (_wrong_start, "values are not"), (lambda x, k, s, p: _strided(x, k, s, p).tolist(), "tensor"),
+        (lambda x, k, s, p: F.conv2d(x[None, None], k[None, None], stride=s, padding=p)[0, 0], "the rule"),
+        (lambda x, k, s, p: torch.conv2d(x[None, None], k[None, None], stride=s, padding=p)[0, 0], "the rule"),
+        (lambda x, k, s, p: x.unfold(0, k.shape[0], s), "the rule"),
+        (3, "function"),
     ],
-    "cnn.conv1x1": [
-        (lambda x, w: w @ x.flatten(2), "shape"),  # forgot to reshape back
-        (lambda x, w: (w @ x.flatten(2)).reshape(x.shape[0], -1, x.shape[3], x.shape[2]), "shape"),  # H and W swapped
-        (lambda x, w: (w @ x.transpose(2, 3).flatten(2)).reshape(x.shape[0], -1, *x.shape[2:]), "values"),  # pixels scrambled
-        (lambda x, w: (w @ x.flatten(2)).reshape(x.shape[0], -1, *x.shape[2:]) + 1, "values"),  # a bias from nowhere
-        (lambda x, w: torch.ones(3).numpy(), "tensor"),
-        (None, "function"),
+    "cnn.block_parameters": [
+        (lambda C, M: (18 * C * C, 2 * C * M + 9 * M * M + 4 * M + 2 * C), "batch norms have parameters"),
+        (lambda C, M: (18 * C * C + 4 * C, 2 * C * M + 9 * M * M), "count its batch norms"),
+        (lambda C, M: (18 * C * C + 4 * C, 9 * M * M), "Write down each layer"),
+        (lambda C, M: (9 * C * C, 0), "Write down each layer"),
+        (lambda C, M: 18 * C * C + 4 * C, "pair"),
+        (lambda C, M: (float(18 * C * C + 4 * C), 2 * C * M + 9 * M * M + 4 * M + 2 * C), "Write down"),
+        (lambda C, M: (sum(p.numel() for p in torch.nn.Conv2d(C, C, 3).parameters()), 0), "build no layers"),
+        (lambda C, M: (sum(p.numel() for p in torch.nn.BatchNorm2d(C).parameters()), 0), "build no layers"),
     ],
-    "cnn.receptive_field": [
-        (9, "3x3"), (6, "3x3"), (5, "3x3"), (27, "3x3"), (49, "3x3"), (3, "3x3"),
-        (7.0, "whole number"), ("7", "whole number"), (True, "whole number"),
+    "cnn.edge_patch": [
+        (torch.ones(3, 3), "response of 0"), (torch.eye(3), "response of"), (8 * _dot(), "[0, 1]"),
+        (-_dot(), "[0, 1]"), (torch.zeros(2, 2), "shape"), (_dot().tolist(), "tensor"),
+        (torch.full((3, 3), float("nan")), "[0, 1]"),
     ],
 }
 
-# What a hint must never print: the explanation, and the formula in a few spellings
+# What a hint must never print: the explanation's key facts
 SECRETS = {
-    "cnn.output_size": ["floor((W - F + 2P) / S) + 1", "(W - F + 2P) / S", "(W-F+2P)/S", "// S + 1", "/ S) + 1"],
-    "cnn.param_count": ["c_out * (c_in * k * k + 1)", "c_in * k * k + 1", "c_in*k*k+1"],
-    "cnn.conv1x1": ["C_out x C_in matrix", "over channels"],
-    "cnn.receptive_field": ["7"],
+    "cnn.classifier_receptive_field": ["16 pixels", "16"],
+    "cnn.strided_conv": ["top-left corner is (i*S, j*S)"],
+    "cnn.block_parameters": ["2 * 9C^2 + 2 * 2C", "CM + 9M^2", "1,180,672"],
+    "cnn.edge_patch": ["bright centre on a black surround", "response is 8"],
 }
 
 
@@ -108,19 +143,22 @@ def test_secrets_are_really_in_the_explanations():
         assert secrets[0] in exercises.get(key).explanation, key
 
 
-def test_output_size_hint_uses_a_failing_case(capsys):
-    result, _ = check("cnn.output_size", lambda W, F, P, S: (W - F + 2 * P) // S + 2, capsys)
-    m = re.search(r"W=(\d+), F=(\d+), P=(\d+), S=(\d+) you return (\d+)", result.message)
-    W, Fk, P, S, got = map(int, m.groups())
-    assert got != (W - Fk + 2 * P) // S + 1
+def test_the_rules_are_enforced_and_everything_is_restored(capsys):
+    real = (F.conv2d, torch.conv2d, torch.nn.Conv2d.__init__)
+    check("cnn.strided_conv", lambda x, k, s, p: F.conv2d(x[None, None], k[None, None], stride=s)[0, 0], capsys)
+    check("cnn.block_parameters", lambda C, M: (torch.nn.Conv2d(C, C, 3), 0), capsys)
+    assert (F.conv2d, torch.conv2d, torch.nn.Conv2d.__init__) == real
+    assert "unfold" not in vars(torch.Tensor)  # the inherited method is back, not a copy
+    assert torch.equal(torch.arange(4.0).unfold(0, 2, 2), torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
 
 
-def test_conv1x1_right_answer_matches_conv2d():
-    x, w = torch.randn(2, 3, 4, 5), torch.randn(6, 3)
-    assert torch.allclose(_conv1x1(x, w), F.conv2d(x, w[:, :, None, None]), atol=1e-5)
+def test_strided_conv_right_answer_matches_conv2d():
+    x, k = torch.randn(7, 6), torch.randn(3, 2)
+    assert torch.allclose(_strided(x, k, 2, 1), F.conv2d(x[None, None], k[None, None], stride=2, padding=1)[0, 0],
+                          atol=1e-5)
 
 
-@pytest.mark.parametrize("key", ["cnn.output_size", "cnn.param_count", "cnn.conv1x1"])
+@pytest.mark.parametrize("key", ["cnn.strided_conv", "cnn.block_parameters"])
 def test_student_stub_is_not_yet(key, capsys):
     def stub(*args):
         # YOUR CODE HERE
@@ -132,17 +170,17 @@ def test_student_stub_is_not_yet(key, capsys):
 
 
 def test_an_answer_that_crashes_says_what_it_raised(capsys):
-    result, out = check("cnn.output_size", lambda W, F, P, S: W / 0, capsys)
+    result, out = check("cnn.block_parameters", lambda C, M: C / 0, capsys)
     assert not result.passed and "ZeroDivisionError" in out
 
 
 def test_quiet_check(capsys):
-    result = exercises.check("cnn.receptive_field", 7, verbose=False)
+    result = exercises.check("cnn.classifier_receptive_field", 16, verbose=False)
     assert result.passed and capsys.readouterr().out == ""
 
 
 def test_unknown_key():
-    with pytest.raises(ValueError, match="cnn.output_size"):
+    with pytest.raises(ValueError, match="cnn.strided_conv"):
         exercises.check("cnn.nope", 1)
     with pytest.raises(ValueError):
         exercises.get("nope")
@@ -166,27 +204,20 @@ def test_result_displays_nothing_more_in_a_notebook(capsys):
     """check() prints the verdict; the returned Result must not show it a second time."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    result = exercises.check("cnn.receptive_field", 7)
+    result = exercises.check("cnn.classifier_receptive_field", 16)
     capsys.readouterr()
     data, _ = InteractiveShell.instance().display_formatter.format(result)
     assert data == {}, f"a notebook would display {data}"
-    assert repr(result).startswith("PASS cnn.receptive_field")
-
-
-def test_param_count_gives_the_bias_hint_only_to_a_weights_only_answer(capsys):
-    _, out = check("cnn.param_count", lambda c_in, c_out, k: 1, capsys)
-    assert "bias" not in out and "you return 1" in out
-    _, out = check("cnn.param_count", lambda c_in, c_out, k: c_out * c_in * k * k, capsys)
-    assert "every output channel has a bias too" in out
+    assert repr(result).startswith("PASS cnn.classifier_receptive_field")
 
 
 # numbers of every kind ----------------------------------------------------------------
 
 @pytest.mark.parametrize("key, answer", [
-    ("cnn.receptive_field", np.int64(7)),
-    ("cnn.receptive_field", np.int32(7)),
-    ("cnn.output_size", lambda W, F, P, S: np.int64((W - F + 2 * P) // S + 1)),
-    ("cnn.param_count", lambda c_in, c_out, k: np.int64(c_out) * (c_in * k * k + 1)),
+    ("cnn.classifier_receptive_field", np.int64(16)),
+    ("cnn.classifier_receptive_field", np.int32(16)),
+    ("cnn.block_parameters", lambda C, M: (np.int64(18 * C * C + 4 * C), np.int64(2 * C * M + 9 * M * M) + 4 * M + 2 * C)),
+    ("cnn.edge_patch", _dot().double()),
 ])
 def test_numpy_integers_are_right_answers(key, answer, capsys):
     result, out = check(key, answer, capsys)
@@ -194,11 +225,8 @@ def test_numpy_integers_are_right_answers(key, answer, capsys):
 
 
 @pytest.mark.parametrize("key, answer, hint", [
-    ("cnn.receptive_field", np.float64(7.0), "whole number"),
-    ("cnn.receptive_field", np.bool_(True), "whole number"),
-    ("cnn.output_size", lambda W, F, P, S: float((W - F + 2 * P) // S + 1), "not an int"),
-    ("cnn.output_size", lambda W, F, P, S: np.floor((W - F + 2 * P) / S) + 1, "not an int"),
-    ("cnn.param_count", lambda c_in, c_out, k: float(c_out * (c_in * k * k + 1)), "not an int"),
+    ("cnn.classifier_receptive_field", np.float64(16.0), "whole number"),
+    ("cnn.classifier_receptive_field", np.bool_(True), "whole number"),
 ])
 def test_right_number_of_the_wrong_type_fails(key, answer, hint, capsys):
     result, out = check(key, answer, capsys)
@@ -221,7 +249,7 @@ def test_exercise_registration_bad_input(key, prompt, explanation, match):
         exercises.exercise(key, prompt, explanation)
 
 
-@pytest.mark.parametrize("key", [None, 3, ["cnn.output_size"]])
+@pytest.mark.parametrize("key", [None, 3, ["cnn.strided_conv"]])
 def test_check_bad_key(key):
     with pytest.raises(ValueError, match="unknown exercise"):
         exercises.check(key, 1)
@@ -229,7 +257,7 @@ def test_check_bad_key(key):
 
 def test_check_verbose_must_be_a_bool():
     with pytest.raises(TypeError, match="verbose"):
-        exercises.check("cnn.receptive_field", 7, verbose="no")
+        exercises.check("cnn.classifier_receptive_field", 16, verbose="no")
 
 
 def test_every_module_of_the_package_is_found():

@@ -11,6 +11,7 @@ chapter (``dlbook/exercises/cnn.py``); a new module is found by itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import re
@@ -51,6 +52,32 @@ class Result:
 
     def _ipython_display_(self) -> None:
         """Show nothing in a notebook: :func:`check` has printed the verdict already."""
+
+
+@contextlib.contextmanager
+def forbid(rule: str, *targets: tuple[Any, str]):
+    """Enforce an exercise's rule: within the block, calling any of ``targets``
+    (``(module_or_class, "name")`` pairs) raises :class:`Wrong` naming the rule
+    and what the answer called. Everything is restored afterwards."""
+    missing = object()  # a name the owner inherits: restored by deleting our override
+    saved = [(owner, name, vars(owner).get(name, missing)) for owner, name in targets]
+
+    def refuse(name):
+        def refused(*args, **kwargs):
+            raise Wrong(f"the rule is: {rule}. Your answer called {name}.")
+        return refused
+
+    try:
+        for owner, name, _ in saved:
+            label = f"{getattr(owner, '__name__', type(owner).__name__)}.{name}"
+            setattr(owner, name, refuse(label))
+        yield
+    finally:
+        for owner, name, original in saved:
+            if original is missing:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
 
 def exercise(key: str, prompt: str, explanation: str):

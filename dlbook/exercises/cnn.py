@@ -6,96 +6,124 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from . import Wrong, exercise, is_int
+from . import Wrong, exercise, forbid, is_int
 
-
-@exercise(
-    "cnn.output_size",
-    "Write output_size(W, F, P, S): the output length of a convolution with input "
-    "length W, kernel F, padding P and stride S, as PyTorch computes it.",
-    "N = floor((W - F + 2P) / S) + 1: when the last window would hang over the edge, "
-    "PyTorch drops it, so the division is floored.",
-)
-def _output_size(answer) -> None:
-    if not callable(answer):
-        raise Wrong("answer with a function output_size(W, F, P, S) that returns an int.")
-    not_int = None  # a right number of the wrong type: said only when every value is right
-    for W, Fk, P, S in itertools.product((5, 7, 28, 32), (1, 2, 3, 5), (0, 1, 2), (1, 2, 3)):
-        expected = (W - Fk + 2 * P) // S + 1
-        got = answer(W, Fk, P, S)
-        if got != expected:
-            if (W - Fk + 2 * P) % S == 0:
-                raise Wrong(f"for W={W}, F={Fk}, P={P}, S={S} you return {got!r}. Count how many "
-                            f"positions a window of width F can take on the padded input when it moves S at a time.")
-            raise Wrong(f"for W={W}, F={Fk}, P={P}, S={S} you return {got!r}. Here (W - F + 2P) is not a "
-                        f"multiple of S: what happens to a window that would hang over the edge?")
-        if not_int is None and not is_int(got):
-            not_int = f"for W={W}, F={Fk}, P={P}, S={S} you return {got!r}"
-    if not_int:
-        raise Wrong(f"{not_int}: the right number, but not an int. A length counts window positions.")
+EDGE = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
 
 
 @exercise(
-    "cnn.param_count",
-    "Write conv_params(c_in, c_out, k): the number of parameters of "
-    "nn.Conv2d(c_in, c_out, k) (square kernel, with bias).",
-    "Each of the c_out kernels has c_in * k * k weights and one bias: c_out * (c_in * k * k + 1). "
-    "It does not depend on the image size: that is weight sharing.",
+    "cnn.classifier_receptive_field",
+    "How many input pixels across does one unit after the second pooling layer of "
+    "cnn.mnist_classifier() see?",
+    "16 pixels: 1 + (5 - 1) + (2 - 1)*1 + (5 - 1)*2 + (2 - 1)*4. Every stride-2 pooling doubles what the "
+    "later layers add; the 5x5 grid of such units, 4 pixels apart, covers the digit with overlapping windows.",
 )
-def _param_count(answer) -> None:
-    if not callable(answer):
-        raise Wrong("answer with a function conv_params(c_in, c_out, k) that returns an int.")
-    cases = list(itertools.product((1, 3, 16), (1, 8, 64), (1, 3, 5)))
-    answers = {case: answer(*case) for case in cases}
-    if all(answers[(c_in, c_out, k)] == c_out * c_in * k * k for c_in, c_out, k in cases):
-        raise Wrong("close: you counted the weights; every output channel has a bias too.")
-    for (c_in, c_out, k), got in answers.items():
-        if got != c_out * (c_in * k * k + 1):
-            raise Wrong(f"for c_in={c_in}, c_out={c_out}, k={k} you return {got!r}. How many weights does one "
-                        f"output channel's kernel have when it spans all input channels?")
-    not_int = [(case, got) for case, got in answers.items() if not is_int(got)]
-    if not_int:
-        (c_in, c_out, k), got = not_int[0]
-        raise Wrong(f"for c_in={c_in}, c_out={c_out}, k={k} you return {got!r}: the right number, but not "
-                    f"an int. A count of parameters is a whole number.")
-
-
-@exercise(
-    "cnn.conv1x1",
-    "Write conv1x1(x, weight): a 1x1 convolution without bias, using only a matrix "
-    "product (no conv2d). x is (B, C_in, H, W) and weight is (C_out, C_in).",
-    "A 1x1 convolution applies the same C_out x C_in matrix to the channel vector of every "
-    "pixel: a fully connected layer over channels, shared across positions.",
-)
-def _conv1x1(answer) -> None:
-    if not callable(answer):
-        raise Wrong("answer with a function conv1x1(x, weight).")
-    gen = torch.Generator().manual_seed(0)
-    for B, C_in, C_out, H, W in ((2, 3, 4, 5, 6), (1, 8, 2, 3, 3), (3, 1, 5, 4, 2)):
-        x = torch.randn(B, C_in, H, W, generator=gen)
-        weight = torch.randn(C_out, C_in, generator=gen)
-        expected = F.conv2d(x, weight.view(C_out, C_in, 1, 1))
-        got = answer(x, weight)
-        if not isinstance(got, torch.Tensor):
-            raise Wrong("return a tensor.")
-        if got.shape != expected.shape:
-            raise Wrong(f"for x of shape {tuple(x.shape)} and weight {tuple(weight.shape)} the result should "
-                        f"have shape {tuple(expected.shape)}; yours has {tuple(got.shape)}.")
-        if not torch.allclose(got, expected, atol=1e-5):
-            raise Wrong("the shape is right but the values are not: which axis of x does the weight matrix "
-                        "contract with?")
-
-
-@exercise(
-    "cnn.receptive_field",
-    "Give the receptive field (in pixels, along one axis) of one output pixel after "
-    "three stacked 3x3 convolutions with stride 1.",
-    "Each 3x3 layer adds 2 pixels: 1 + 3 * 2 = 7. Three 3x3 layers see as far as one 7x7 layer "
-    "with 27 instead of 49 weights per channel pair, which is VGG's argument for small kernels.",
-)
-def _receptive_field(answer) -> None:
+def _classifier_receptive_field(answer) -> None:
     if not is_int(answer):
         raise Wrong("answer with a whole number of pixels.")
-    if answer != 7:
-        raise Wrong("one 3x3 layer sees 3 pixels; how many more does each further 3x3 layer add?")
+    if answer == 9:
+        raise Wrong("you counted the two 5x5 convolutions; the pooling layers have windows (and strides) too.")
+    if answer in (11, 10):
+        raise Wrong("after a stride-2 pooling, a step of one unit is two input pixels: what does that do to "
+                    "what the second convolution adds?")
+    if answer == 13:
+        raise Wrong("close: each 2x2 pooling window also widens the field, by (2 - 1) times the jump so far.")
+    if answer >= 28:
+        raise Wrong(f"{int(answer)} would be the whole image or more; follow the formula layer by layer: "
+                    f"conv 5x5, pool 2x2 stride 2, conv 5x5, pool 2x2 stride 2.")
+    if answer != 16:
+        raise Wrong(f"{int(answer)} is not it. List the layers in order with their kernel sizes and strides "
+                    f"and apply r = 1 + sum of (k - 1) times the product of the earlier strides.")
+
+
+FORBIDDEN_CONV = [(F, "conv2d"), (torch, "conv2d"), (torch.Tensor, "unfold"), (F, "unfold")]
+
+
+def _forbid_conv():
+    from .. import cnn
+
+    return forbid("use loops and slicing, not a convolution function",
+                  *FORBIDDEN_CONV, (cnn, "corr2d"), (cnn, "conv2d_loops"), (cnn, "conv2d_unfold"))
+
+
+@exercise(
+    "cnn.strided_conv",
+    "Write conv2d_strided(x, k, stride, padding): the cross-correlation of one image x (H, W) with "
+    "one kernel k (kh, kw), with `padding` zeros on every side and the window moving `stride` pixels "
+    "at a time. Use loops and slicing: no conv2d, no unfold, nothing from dlbook.cnn.",
+    "Pad first, then output pixel (i, j) reads the window whose top-left corner is (i*S, j*S) of the "
+    "padded image; a window that would hang over the edge is never started.",
+)
+def _strided_conv(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function conv2d_strided(x, k, stride, padding).")
+    gen = torch.Generator().manual_seed(0)
+    cases = [(5, 5, 3, 3, 1, 0), (6, 7, 3, 3, 2, 0), (5, 5, 3, 3, 1, 1), (8, 8, 3, 2, 2, 1), (7, 9, 2, 4, 3, 2),
+             (4, 4, 1, 1, 2, 0)]
+    for H, W, kh, kw, S, P in cases:
+        x = torch.randn(H, W, generator=gen)
+        k = torch.randn(kh, kw, generator=gen)
+        expected = F.conv2d(x[None, None], k[None, None], stride=S, padding=P)[0, 0]
+        with _forbid_conv():
+            got = answer(x, k, S, P)
+        where = f"for a {H}x{W} image, a {kh}x{kw} kernel, stride {S} and padding {P}"
+        if not isinstance(got, torch.Tensor):
+            raise Wrong(f"{where} you return a {type(got).__name__}; return a tensor.")
+        if tuple(got.shape) != tuple(expected.shape):
+            raise Wrong(f"{where} the output should be {tuple(expected.shape)}; yours is {tuple(got.shape)}. "
+                        f"How many window positions fit on the padded image, moving {S} at a time?")
+        if not torch.allclose(got.float(), expected, atol=1e-4):
+            raise Wrong(f"{where} the shape is right but the values are not. Are the zeros added on both "
+                        f"sides, and does output (i, j) start at row i*S, column j*S of the padded image?")
+
+
+@exercise(
+    "cnn.block_parameters",
+    "Write block_params(C, M): a pair (basic, bottleneck) with the parameter counts of cnn.Residual(C, C) "
+    "and cnn.Bottleneck(C, M, C). Derive them: build no layers. The convolutions have no bias; each is "
+    "followed by batch norm, with 2 parameters per channel.",
+    "basic = 2 * 9C^2 + 2 * 2C; bottleneck = CM + 9M^2 + MC + 2 * 2M + 2C. With C = 256 and M = 64 "
+    "that is 1,180,672 against 70,400: the 1x1 convolutions make the 3x3 work on 4 times fewer channels.",
+)
+def _block_parameters(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function block_params(C, M) that returns (basic, bottleneck).")
+    for C, M in itertools.product((1, 4, 32, 256), (1, 8, 64)):
+        with forbid("derive the counts; build no layers", (nn.Conv2d, "__init__"), (nn.BatchNorm2d, "__init__")):
+            got = answer(C, M)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise Wrong(f"for C={C}, M={M} you return {got!r}; return a pair (basic, bottleneck).")
+        basic, bottleneck = got
+        right_basic = 18 * C * C + 4 * C
+        right_bottleneck = 2 * C * M + 9 * M * M + 4 * M + 2 * C
+        for name, value, right in (("basic", basic, right_basic), ("bottleneck", bottleneck, right_bottleneck)):
+            if not is_int(value) or value != right:
+                if is_int(value) and name == "basic" and value == 18 * C * C:
+                    raise Wrong("the basic block's convolutions are right; the batch norms have parameters too.")
+                if is_int(value) and name == "bottleneck" and value == 2 * C * M + 9 * M * M:
+                    raise Wrong("the bottleneck's convolutions are right; count its batch norms too.")
+                raise Wrong(f"for C={C}, M={M} your {name} count is {value!r}. Write down each layer of "
+                            f"the block with its input and output channels and kernel size.")
+
+
+@exercise(
+    "cnn.edge_patch",
+    "Give the 3x3 patch, pixel values in [0, 1], that makes the edge kernel "
+    "[[-1,-1,-1],[-1,8,-1],[-1,-1,-1]] respond as strongly as possible (a 3x3 tensor).",
+    "A bright centre on a black surround: the response is 8, the largest possible. The kernel rewards "
+    "the centre and punishes every neighbour alike, so it sees a dot best and has no preferred direction.",
+)
+def _edge_patch(answer) -> None:
+    if not isinstance(answer, torch.Tensor):
+        raise Wrong("answer with a 3x3 tensor of pixel values.")
+    if tuple(answer.shape) != (3, 3):
+        raise Wrong(f"the patch must have shape (3, 3); yours has {tuple(answer.shape)}.")
+    patch = answer.detach().float()
+    if not torch.isfinite(patch).all() or patch.min() < 0 or patch.max() > 1:
+        raise Wrong("every pixel must lie in [0, 1] (black to white).")
+    response = (patch * EDGE).sum().item()
+    if response < 8 - 1e-6:
+        raise Wrong(f"your patch gives a response of {response:g}. Which pixels does the kernel reward, "
+                    f"which does it punish, and how much can each be worth?")
