@@ -580,25 +580,47 @@ class AlexNet(nn.Module):
         return self.classifier(self.features(check_tensor(x, "x", floating=True)))
 
 
-def rotate(x: torch.Tensor, degrees: float, fill: float | None = None) -> torch.Tensor:
+def rotate(x: torch.Tensor, degrees, fill: float | None = None) -> torch.Tensor:
     """Rotate each image counter-clockwise (as seen) by ``degrees`` about its centre.
 
-    Bilinear interpolation; pixels that come from outside the image take
-    ``fill`` (default: each image's minimum, its background).
+    ``degrees`` is one angle for all images or a tensor of one angle per
+    image. Bilinear interpolation; pixels that come from outside the image
+    take ``fill`` (default: each image's minimum, its background).
+
+    Shapes:
+        x: (B, C, H, W), degrees: () or (B,) -> (B, C, H, W)
+    """
+    _check_images(x, "rotate", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    if isinstance(degrees, torch.Tensor):
+        if degrees.shape not in ((), (len(x),)) or not torch.isfinite(degrees).all():
+            raise ValueError(f"degrees must be a number or {len(x)} finite angles (one per image); "
+                             f"got a tensor of shape {tuple(degrees.shape)}")
+        a = torch.deg2rad(degrees.to(x.dtype)).expand(len(x)).to(x.device)  # (B,)
+    else:
+        a = torch.full((len(x),), math.radians(check_float(degrees, "degrees")), dtype=x.dtype, device=x.device)
+    cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
+    # affine_grid sends each output position p = (x, y) (x to the right, y down, both in
+    # [-1, 1]) to the input position theta @ (x, y, 1) that it reads. With y pointing down,
+    # this theta turns the picture counter-clockwise as seen on screen (like torch.rot90).
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    base = x.amin(dim=(1, 2, 3), keepdim=True) if fill is None else check_float(fill, "fill")
+    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+
+
+def random_rotation(x: torch.Tensor, max_degrees: float = 30.0) -> torch.Tensor:
+    """Augmentation: rotate each image by its own angle, uniform in [-max_degrees, max_degrees].
+
+    The angles come from torch's global generator, so a seeded run is
+    reproducible (and resumes exactly).
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
     """
-    _check_images(x, "rotate", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
-    a = math.radians(check_float(degrees, "degrees"))
-    # affine_grid sends each output position p = (x, y) (x to the right, y down, both in
-    # [-1, 1]) to the input position theta @ (x, y, 1) that it reads. With y pointing down,
-    # this theta turns the picture counter-clockwise as seen on screen (like torch.rot90).
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
-                         dtype=x.dtype, device=x.device).expand(len(x), 2, 3)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    base = x.amin(dim=(1, 2, 3), keepdim=True) if fill is None else check_float(fill, "fill")
-    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+    max_degrees = check_float(max_degrees, "max_degrees", 0.0, 180.0)
+    _check_images(x, "random_rotation", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    angles = (torch.rand(len(x)) * 2 - 1) * max_degrees  # (B,)
+    return rotate(x, angles)
 
 
 def bilinear_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,11 @@ from ._checks import check_bool, check_float, check_int, describe
 
 FIGSIZE = (6.4, 4.0)  # one column of the book's page, in inches
 CMAP = "gray"
+SIGNED_CMAP = "RdBu_r"  # negative blue, zero white, positive red
+# Fonts large enough to read when the page shrinks a figure to a phone's width.
+STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+         "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 12}
+plt.rcParams.update(STYLE)
 
 
 def _as_numpy(x, name: str) -> np.ndarray:
@@ -40,8 +45,8 @@ def _check_text(value, name: str) -> None:
 
 
 def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
-               title: str | None = None, cmap: str = CMAP, scale: float = 1.2,
-               normalize: bool = True):
+               title: str | None = None, cmap: str | None = None, scale: float = 1.2,
+               normalize: bool = True, signed: bool = False):
     """Show a batch of images in a grid.
 
     Args:
@@ -52,13 +57,19 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
         title: the figure's title.
         scale: the size of one image, in inches.
         normalize: stretch each image to its own min..max for display.
+        signed: for weights, where the sign matters: each image is divided
+            by its largest absolute value and drawn with a diverging colour
+            map (blue negative, white zero, red positive) and a colour bar.
 
     Shapes:
         images: (B, H, W) or (B, C, H, W) with C in {1, 3}
     """
     x = _as_numpy(images, "images").astype(np.float64)
     normalize = check_bool(normalize, "normalize")
+    signed = check_bool(signed, "signed")
     _check_text(title, "title")
+    _check_text(cmap, "cmap")
+    cmap = cmap or (SIGNED_CMAP if signed else CMAP)
     if x.ndim == 4:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"image_grid expects 1 or 3 channels; got shape {x.shape}")
@@ -92,16 +103,24 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
             ax.set_axis_off()
             continue
         img = x[i]
-        if normalize:
-            lo, hi = img.min(), img.max()
-            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0 if normalize else None,
-                  vmax=1 if normalize else None)
+        if signed:
+            peak = np.abs(img).max()
+            img = img / peak if peak > 0 else img
+            shown = ax.imshow(img, cmap=cmap, vmin=-1, vmax=1)
+        else:
+            if normalize:
+                lo, hi = img.min(), img.max()
+                img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+            ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0 if normalize else None,
+                      vmax=1 if normalize else None)
         if labels is not None:
-            ax.set_title(str(labels[i]), fontsize=8)
+            ax.set_title(str(labels[i]), fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if signed:
+        bar = fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, ticks=[-1, 0, 1])
+        bar.set_label("weight / largest |weight|", fontsize=9)
     return fig
 
 
@@ -216,15 +235,17 @@ def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str], title: str
         raise ValueError(f"class_names must be a non-empty list of names; got {describe(class_names)}")
     k = len(class_names)
     cm = confusion_matrix(y_true, y_pred, k)
-    fig, ax = plt.subplots(figsize=(0.55 * k + 2.2, 0.55 * k + 1.6))
-    ax.imshow(cm + 1, cmap="Blues", norm=LogNorm(vmin=1, vmax=cm.max() + 1))
+    fig, ax = plt.subplots(figsize=(0.6 * k + 3.0, 0.6 * k + 1.8))
+    shown = ax.imshow(cm + 1, cmap="Blues", norm=LogNorm(vmin=1, vmax=cm.max() + 1))
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if cm[i, j] > cm.max() / 3 else "black")
-    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), [str(c) for c in class_names], fontsize=8)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.85)
+    bar.set_label("count + 1 (log scale)")
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45, ha="right", fontsize=9)
+    ax.set_yticks(range(k), [str(c) for c in class_names], fontsize=9)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)

@@ -711,7 +711,7 @@ class _Run:
             return self.history
         self.model.train()
         bar = tqdm(total=self.plan.total, initial=self.step, desc=self.bar_description(), disable=not self.progress,
-                   file=sys.stdout, mininterval=1.0, ncols=80, dynamic_ncols=False,  # fits the website's column
+                   file=sys.stdout, mininterval=1.0, ncols=79, dynamic_ncols=False,  # fits the website's column
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         try:
             self._loop(bar, saved)

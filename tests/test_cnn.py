@@ -788,3 +788,24 @@ def test_bilinear_sampling_is_differentiable_in_the_position():
 def test_bilinear_sample_bad_grid():
     with pytest.raises(ValueError, match="grid must have shape"):
         cnn.bilinear_sample(torch.rand(2, 1, 4, 4), torch.zeros(1, 4, 4, 2))
+
+
+def test_rotate_takes_one_angle_per_image():
+    x = torch.rand(2, 1, 8, 8)
+    both = cnn.rotate(x, torch.tensor([90.0, 180.0]), fill=0.0)
+    assert torch.allclose(both[0], torch.rot90(x[0], 1, dims=(-2, -1)), atol=1e-6)
+    assert torch.allclose(both[1], torch.rot90(x[1], 2, dims=(-2, -1)), atol=1e-6)
+    with pytest.raises(ValueError, match="one per image"):
+        cnn.rotate(x, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_random_rotation_draws_from_the_global_generator():
+    x = torch.rand(4, 1, 8, 8)
+    torch.manual_seed(3)
+    a = cnn.random_rotation(x, 40)
+    torch.manual_seed(3)
+    b = cnn.random_rotation(x, 40)
+    assert torch.equal(a, b) and not torch.allclose(a, x)
+    assert torch.equal(cnn.random_rotation(x, 0), cnn.rotate(x, 0.0))
+    with pytest.raises(ValueError, match="max_degrees"):
+        cnn.random_rotation(x, 200)

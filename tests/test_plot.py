@@ -264,3 +264,25 @@ def test_confusion_matrix_whole_floats_and_numpy_integers():
 def test_plot_confusion_matrix_needs_a_list_of_names(names, match):
     with pytest.raises(ValueError, match=match):
         plot.plot_confusion_matrix([0, 1], [0, 1], names)
+
+
+def test_image_grid_signed_keeps_the_sign_and_zero_white():
+    weights = torch.tensor([[[-2.0, 0.0], [1.0, 2.0]], [[0.5, -0.25], [0.0, 0.0]]])
+    fig = plot.image_grid(weights, signed=True, title="kernels")
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert [im.get_clim() for im in images] == [(-1, 1), (-1, 1)]
+    assert np.allclose(images[0].get_array(), [[-1.0, 0.0], [0.5, 1.0]])  # divided by max |w| = 2
+    assert np.allclose(images[1].get_array(), [[1.0, -0.5], [0.0, 0.0]])
+    assert images[0].get_cmap().name == plot.SIGNED_CMAP
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_confusion_matrix_has_a_colour_bar():
+    fig = plot.plot_confusion_matrix([0, 1, 1], [0, 1, 0], ["a", "b"])
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_the_book_style_makes_fonts_readable():
+    assert plt.rcParams["font.size"] >= 11 and plt.rcParams["legend.fontsize"] >= 10

@@ -146,7 +146,7 @@ def test_one_progress_bar_per_call(loaders, capsys):
     final = out.split("\r")[-1]
     assert final.startswith("toy epoch 3/3: 100%") and "18/18" in final
     assert "loss=" in final and "val_acc=" in final
-    assert all(len(line) <= 80 for line in out.replace("\r", "\n").splitlines())
+    assert all(len(line) <= 79 for line in out.replace("\r", "\n").splitlines())
 
 
 def test_progress_false_prints_nothing(loaders, capsys):
