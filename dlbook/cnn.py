@@ -28,9 +28,10 @@ def _check_images(x, who: str, channels: int, min_size: int = 1) -> torch.Tensor
 def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
     r"""Output length of a convolution or pooling along one axis.
 
-    $N = \lfloor (W - F + 2P) / S \rfloor + 1$. When $(W - F + 2P)$ is not a
-    multiple of $S$, the last window would hang over the edge; PyTorch drops
-    it, which is the floor.
+    $N = \lfloor (W - k + 2P) / S \rfloor + 1$ for an input of length $W$,
+    a kernel of length $k$, padding $P$ and stride $S$. When $(W - k + 2P)$
+    is not a multiple of $S$, the last window would hang over the edge;
+    PyTorch drops it, which is the floor.
 
     Raises:
         ValueError: for non-positive sizes, negative padding, or a kernel
@@ -704,7 +705,7 @@ def conv_geometry(size: int, kernel: int, padding: int = 0, stride: int = 1, fig
 
     Left: the input (white) inside its zero padding (grey), the first window
     (red), the last window that fits (blue) and, when
-    $(W - F + 2P)$ is not a multiple of $S$, the next window, which would
+    $(W - k + 2P)$ is not a multiple of $S$, the next window, which would
     hang over the edge and is dropped (dashed orange). Right: the output grid.
 
     Returns the matplotlib ``Figure`` (``fig`` when one is given, cleared first).
@@ -750,12 +751,12 @@ def conv_geometry(size: int, kernel: int, padding: int = 0, stride: int = 1, fig
             ax_out.add_patch(Rectangle((j, i), 1, 1, facecolor=color, edgecolor="0.4", linewidth=0.8,
                                        alpha=0.6 if color != "white" else 1))
     ratio = (size - kernel + 2 * padding) / stride
-    ax_in.set_title(f"input W={size}, padding P={padding}\nkernel F={kernel}, stride S={stride}", fontsize=10)
-    ax_out.set_title(f"output {n}x{n}", fontsize=10)
+    ax_in.set_title(f"input W={size}, padding P={padding}\nkernel k={kernel}, stride S={stride}", fontsize=11)
+    ax_out.set_title(f"output {n}x{n}", fontsize=11)
     formula = f"N = floor(({size} - {kernel} + 2*{padding}) / {stride}) + 1 = floor({ratio:g}) + 1 = {n}"
     note = ("" if not remainder else
-            f"\n(W - F + 2P)/S = {ratio:g} is not whole: the dashed window would hang "
+            f"\n(W - k + 2P)/S = {ratio:g} is not whole: the dashed window\nwould hang "
             f"{stride - remainder} pixel(s) over the edge, so it is dropped")
-    fig.suptitle(formula + note, fontsize=9)
+    fig.suptitle(formula + note, fontsize=11)
     fig.tight_layout()
     return fig
