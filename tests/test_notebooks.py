@@ -24,6 +24,14 @@ TARGETS = {
     "cnn": {"mnist_test_acc": (">=", 0.993), "fashion_mnist_test_acc": (">=", 0.915),
             "mnist_seconds_to_99": ("<=", 60.0)},
 }
+# Metric keys the issues name without a number to reach, and orderings they ask for.
+REQUIRED = {
+    "cnn": ["rotation_acc_at_45", "plain_deep_final_loss", "residual_deep_final_loss", "mnist_test_acc_stderr"],
+}
+ORDERED = {  # (smaller, larger): the first must end below the second
+    "cnn": [("residual_deep_final_loss", "plain_deep_final_loss")],
+}
+WIDTH = 79  # the website's code column
 
 
 def source(cell) -> str:
@@ -127,6 +135,36 @@ def test_results_file(path):
     assert row, "no full-profile row in the runtime table"
     assert f"{record['seconds']:.0f} s" in row.group(1), (
         f"runtime table says {row.group(1)!r}; results/{slug}.json says {record['seconds']} s")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_and_printed_lines_fit_the_column(path):
+    """On the website a longer line is cut at the column's right edge."""
+    too_long = []
+    for i, cell in enumerate(code_cells(load(path))):
+        texts = [("code", source(cell))]
+        for out in cell["outputs"]:
+            if out["output_type"] == "stream":
+                texts.append(("output", "".join(out["text"])))
+            elif out["output_type"] in ("execute_result", "display_data") and "image/png" not in out["data"]:
+                texts.append(("output", "".join(out["data"].get("text/plain", ""))))
+        for kind, text in texts:
+            too_long += [f"code cell {i + 1}, {kind}: {line[:60]}... ({len(line)})"
+                         for line in text.splitlines() if len(line) > WIDTH]
+    too_long = [t for t in too_long if "interactive(children=" not in t]  # a widget's text fallback
+    assert not too_long, "\n".join(too_long)
+
+
+@pytest.mark.parametrize("slug", sorted(set(REQUIRED) | set(ORDERED)))
+def test_named_metrics_and_orderings(slug):
+    path = ROOT / "results" / f"{slug}.json"
+    if not path.exists():
+        pytest.fail(f"results/{slug}.json missing")
+    metrics = load(path)["metrics"]
+    missing = [k for k in REQUIRED.get(slug, []) if k not in metrics]
+    assert not missing, f"{slug}: metrics missing: {missing}"
+    for small, large in ORDERED.get(slug, []):
+        assert metrics[small] < metrics[large], f"{slug}: {small} = {metrics[small]} is not below {large} = {metrics[large]}"
 
 
 @pytest.mark.parametrize("slug", sorted(TARGETS))

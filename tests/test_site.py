@@ -162,3 +162,40 @@ def test_links_to_the_repository_only_when_it_is_set(page):
         owner_name = url.removeprefix("https://github.com/")
         strangers = [h for h in repo_links if owner_name not in h]
         assert not strangers, f"{page} links to other repositories: {strangers}"
+
+
+RAW_TABLE = re.compile(r"^\s*\|[^\n]*\|\s*\n\s*\|[\s:|-]*-{3,}[\s:|-]*\|\s*$", re.M)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_page_shows_a_table_as_raw_text(page):
+    """A Markdown table that was not rendered shows as '| a | b |' lines in the page's text."""
+    html = (SITE / page).read_text(encoding="utf-8")
+    text = _visible_text(html)
+    found = RAW_TABLE.search(text)
+    assert not found, f"{page} shows a Markdown table as raw text: {found.group(0)[:120]!r}"
+
+
+def _visible_text(html: str) -> str:
+    """The text of a page outside code blocks (where a table may be code, on purpose)."""
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.parts, self.skip = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("pre", "script", "style"):
+                self.skip += 1
+
+        def handle_endtag(self, tag):
+            if tag in ("pre", "script", "style") and self.skip:
+                self.skip -= 1
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    return "".join(parser.parts)

@@ -206,12 +206,38 @@ def test_execute_command_runs_the_smoke_profile(tmp_path, capsys):
     assert nbformat.read(path, as_version=4).cells[0].outputs[0].text == "smoke\n"
 
 
-def test_execute_command_defaults_to_the_full_profile(tmp_path, monkeypatch, capsys):
+def test_execute_command_defaults_to_the_full_profile_and_times_smoke_first(tmp_path, monkeypatch, capsys):
     path = tmp_path / "01_x.ipynb"
-    nbformat.write(_notebook([]), path)
+    table = ("**Runtime** of the whole notebook:\n\n| profile | what | time |\n|---|---|---|\n"
+             "| `smoke` | tiny | SMOKE |\n| `full` | all | FULL |\n\nAfter the table.")
+    nbformat.write(_notebook([new_markdown_cell(table)]), path)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "x.json").write_text('{"seconds": 432.4}')
+    monkeypatch.setenv("DLBOOK_RESULTS", str(results))
     runs = []
-    monkeypatch.setattr(execute, "execute", lambda p, profile: runs.append((p, profile)) or 1.0)
+    monkeypatch.setattr(execute, "execute",
+                        lambda p, profile, workdir=None: runs.append((p, profile, workdir)) or 18.6)
     assert execute.main([str(path)]) == 0
-    assert runs == [(path.resolve(), "full")]
+    assert [r[1] for r in runs] == ["smoke", "full"]
+    assert runs[0][0] != path.resolve() and runs[0][2] == path.resolve().parent  # a scratch copy, same folder
+    assert runs[1][:2] == (path.resolve(), "full")
+    text = nbformat.read(path, as_version=4).cells[0].source
+    assert "| `smoke` | tiny | 19 s |" in text and "| `full` | all | 432 s (7.2 min) |" in text
+    assert text.endswith("After the table.")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "$(PY) tools/execute.py $(NB)" in makefile  # make execute: no --profile, so full
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (19.2, "19 s"), (59.4, "59 s"), (60, "60 s (1.0 min)"),
+                                           (423.6, "424 s (7.1 min)")])
+def test_format_seconds(seconds, text):
+    assert execute.format_seconds(seconds) == text
+
+
+def test_fill_runtime_table_touches_only_the_runtime_rows():
+    nb = _notebook([new_markdown_cell("| `full` | other table | 1 s |"),
+                    new_markdown_cell("**Runtime**\n\n| `smoke` | a | x |\n| `full` | b | y |\n| `gpu` | c | z |")])
+    assert execute.fill_runtime_table(nb, {"smoke": 5.0, "full": 100.0}) == 2
+    assert nb.cells[0].source == "| `full` | other table | 1 s |"
+    assert nb.cells[1].source == "**Runtime**\n\n| `smoke` | a | 5 s |\n| `full` | b | 100 s (1.7 min) |\n| `gpu` | c | z |"

@@ -17,7 +17,7 @@ EDGE = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
     "cnn.classifier_receptive_field",
     "How many input pixels across does one unit after the second pooling layer of "
     "cnn.mnist_classifier() see?",
-    "16 pixels: 1 + (5 - 1) + (2 - 1)*1 + (5 - 1)*2 + (2 - 1)*4. Every stride-2 pooling doubles what the "
+    "16 pixels: 1 + (5 - 1) + (2 - 1)*1 + (5 - 1)*2 + (2 - 1)*2. Every stride-2 pooling doubles what the "
     "later layers add; the 5x5 grid of such units, 4 pixels apart, covers the digit with overlapping windows.",
 )
 def _classifier_receptive_field(answer) -> None:
