@@ -241,7 +241,7 @@ class Comparison:
         ax.set_ylabel(unit)
         ax.set_title(title or f"{'Time' if self.quantity == 'time' else 'Peak memory'} against {self.size_label}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend()
         fig.tight_layout()
         return fig
 

@@ -192,7 +192,7 @@ def learning_curves(histories: Mapping, keys: Sequence[str] | str = ("train_loss
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 

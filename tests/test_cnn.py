@@ -389,8 +389,8 @@ def test_count_parameters_classic_lenet5():
 
 
 def test_count_parameters_modern_lenet():
-    # + BatchNorm gamma and beta: 2*(6 + 16 + 120 + 84) = 452
-    assert count_parameters(cnn.LeNet(modern=True)) == 61_706 + 452
+    # + BatchNorm gamma and beta: 2*(6 + 16 + 120 + 84) = 452; - the biases in front of BN: 226
+    assert count_parameters(cnn.LeNet(modern=True)) == 61_706 + 452 - 226
 
 
 def test_count_parameters_inception_3a():
@@ -437,10 +437,13 @@ def test_mnist_classifier_is_pinned():
     """A saved model only loads into the same layers: this pins them."""
     model = cnn.mnist_classifier()
     assert isinstance(model, cnn.LeNet)
-    assert count_parameters(model) == 127_982
+    assert count_parameters(model) == 127_722
     state = model.state_dict()
-    assert len(state) == 30
-    assert tuple(state["features.0.weight"].shape) == (16, 1, 5, 5) and "features.0.bias" in state
+    assert len(state) == 26
+    assert tuple(state["features.0.weight"].shape) == (16, 1, 5, 5)
+    # no bias in front of batch norm; the output layer keeps its own
+    assert not {"features.0.bias", "features.4.bias", "classifier.1.bias", "classifier.5.bias"} & set(state)
+    assert "classifier.9.bias" in state
     assert tuple(state["features.4.weight"].shape) == (32, 16, 5, 5)
     assert tuple(state["classifier.1.weight"].shape) == (128, 800)
     assert tuple(state["classifier.5.weight"].shape) == (84, 128)
