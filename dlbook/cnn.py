@@ -28,7 +28,7 @@ def _check_images(x, who: str, channels: int, min_size: int = 1) -> torch.Tensor
 def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:
     r"""Output length of a convolution or pooling along one axis.
 
-    $N = \lfloor (W - k + 2P) / S \rfloor + 1$ for an input of length $W$,
+    $W_\text{out} = \lfloor (W - k + 2P) / S \rfloor + 1$ for an input of length $W$,
     a kernel of length $k$, padding $P$ and stride $S$. When $(W - k + 2P)$
     is not a multiple of $S$, the last window would hang over the edge;
     PyTorch drops it, which is the floor.
@@ -47,7 +47,7 @@ def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) 
 def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """2-D cross-correlation of one image with one kernel, by two loops.
 
-    $Y[i, j] = \\sum_{a, b} X[i + a, j + b] \\, K[a, b]$
+    $Y[i, j] = \\sum_{u, v} X[i + u, j + v] \\, w[u, v]$ for a kernel ``k`` holding $w$.
 
     Shapes:
         x: (H, W), k: (kh, kw) -> (H - kh + 1, W - kw + 1)
@@ -113,7 +113,8 @@ def conv2d_loops(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                  stride=1, padding=0) -> torch.Tensor:
     """Multi-channel convolution (cross-correlation) with a loop over output pixels.
 
-    $Y[b, o, i, j] = \\text{bias}[o] + \\sum_{c, a, d} X[b, c, iS + a, jS + d] \\, W[o, c, a, d]$
+    $Y[o, i, j] = \\text{bias}_o + \\sum_{c, u, v} X[c, iS + u, jS + v] \\, w[o, c, u, v]$
+    for each image of the batch, with $X$ zero-padded by ``padding`` and $w$ the ``weight``.
 
     Shapes:
         x: (B, C_in, H, W), weight: (C_out, C_in, kh, kw), bias: (C_out,)
@@ -248,7 +249,9 @@ class LeNet(nn.Module):
     Two 5x5 convolutions with pooling, then three fully connected layers.
     ``modern=False`` gives the classic sigmoid/average-pool network;
     ``modern=True`` uses ReLU, max pooling and batch normalization (the
-    layers in front of it then have no bias), which train far faster.
+    layers in front of it then have no bias), which train far faster;
+    ``batch_norm=False`` leaves the normalization out of the modern network
+    (and gives the layers their biases back), to measure what it is worth.
     ``width`` scales the channels (6 and 16 for LeNet-5).
 
     Shapes:
@@ -256,7 +259,7 @@ class LeNet(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10, modern: bool = True, width: tuple[int, int] = (6, 16),
-                 hidden: tuple[int, int] = (120, 84), dropout: float = 0.0):
+                 hidden: tuple[int, int] = (120, 84), dropout: float = 0.0, batch_norm: bool = True):
         super().__init__()
         num_classes = check_int(num_classes, "num_classes", 1)
         modern = check_bool(modern, "modern")
@@ -267,9 +270,10 @@ class LeNet(nn.Module):
         pool = nn.MaxPool2d if modern else nn.AvgPool2d
         # A layer followed by batch norm has no bias: BN subtracts the mean,
         # which would cancel it, and adds its own shift beta.
-        bias = not modern
-        norm2d = (lambda c: nn.BatchNorm2d(c)) if modern else (lambda c: nn.Identity())
-        norm1d = (lambda c: nn.BatchNorm1d(c)) if modern else (lambda c: nn.Identity())
+        norm = modern and check_bool(batch_norm, "batch_norm")
+        bias = not norm
+        norm2d = (lambda c: nn.BatchNorm2d(c)) if norm else (lambda c: nn.Identity())
+        norm1d = (lambda c: nn.BatchNorm1d(c)) if norm else (lambda c: nn.Identity())
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 5, padding=2, bias=bias), norm2d(c1), act(), pool(2),  # (B, c1, 14, 14)
             nn.Conv2d(c1, c2, 5, bias=bias), norm2d(c2), act(), pool(2),  # (B, c2, 5, 5)
@@ -557,7 +561,9 @@ class AlexNet(nn.Module):
         dropout = check_float(dropout, "dropout", 0.0, 1.0, open_max=True)
 
         def lrn():
-            return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+            # The paper divides by (k + alpha * sum of squares)^beta with alpha = 1e-4;
+            # PyTorch's layer divides alpha by size, so the paper's value is 5 * 1e-4.
+            return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(), lrn(),  # (B, 96, 55, 55)
@@ -755,7 +761,7 @@ def conv_geometry(size: int, kernel: int, padding: int = 0, stride: int = 1, fig
     ratio = (size - kernel + 2 * padding) / stride
     ax_in.set_title(f"input W={size}, padding P={padding}\nkernel k={kernel}, stride S={stride}", fontsize=11)
     ax_out.set_title(f"output {n}x{n}", fontsize=11)
-    formula = f"N = floor(({size} - {kernel} + 2*{padding}) / {stride}) + 1 = floor({ratio:g}) + 1 = {n}"
+    formula = f"W_out = floor(({size} - {kernel} + 2*{padding}) / {stride}) + 1 = floor({ratio:g}) + 1 = {n}"
     note = ("" if not remainder else
             f"\n(W - k + 2P)/S = {ratio:g} is not whole: the dashed window\nwould hang "
             f"{stride - remainder} pixel(s) over the edge, so it is dropped")

@@ -499,7 +499,7 @@ def test_conv_geometry_draws_the_formula(close_figures, W, F_, P, S, dashed):
     assert all(w.get_width() == F_ for w in windows)
     assert len(ax_out.patches) == n * n
     title = fig._suptitle.get_text()
-    assert title.startswith(f"N = floor(({W} - {F_} + 2*{P}) / {S}) + 1") and f"= {n}" in title
+    assert title.startswith(f"W_out = floor(({W} - {F_} + 2*{P}) / {S}) + 1") and f"= {n}" in title
     assert ("dropped" in title) == dashed
     assert ax_out.get_title() == f"output {n}x{n}"
 
@@ -812,3 +812,22 @@ def test_random_rotation_draws_from_the_global_generator():
     assert torch.equal(cnn.random_rotation(x, 0), cnn.rotate(x, 0.0))
     with pytest.raises(ValueError, match="max_degrees"):
         cnn.random_rotation(x, 200)
+
+
+def test_lenet_without_batch_norm_keeps_its_biases():
+    from dlbook.bench import count_parameters
+
+    plain = cnn.LeNet(modern=True, width=(16, 32), hidden=(128, 84), batch_norm=False)
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in plain.modules())
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    # the normalized model: its BN layers add 2 per channel, the biases in front of them go
+    assert count_parameters(cnn.mnist_classifier()) == count_parameters(plain) - (16 + 32 + 128 + 84) \
+        + 2 * (16 + 32 + 128 + 84)
+    with pytest.raises(TypeError, match="batch_norm"):
+        cnn.LeNet(batch_norm="no")
+
+
+def test_alexnet_lrn_uses_the_papers_alpha():
+    lrn = cnn.AlexNet().features[2]
+    # PyTorch divides alpha by size: 5e-4 / 5 is the paper's 1e-4
+    assert isinstance(lrn, nn.LocalResponseNorm) and lrn.alpha / lrn.size == pytest.approx(1e-4)

@@ -36,17 +36,14 @@ def _strided(x, k, stride, padding):
     return y
 
 
-def _dot():
-    patch = torch.zeros(3, 3)
-    patch[1, 1] = 1.0
-    return patch
-
+SOBEL = torch.tensor([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
+EDGE = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
 
 RIGHT = {
-    "cnn.classifier_receptive_field": 16,
+    "cnn.classifier_receptive_rows": (-2, 13),
     "cnn.strided_conv": _strided,
     "cnn.block_parameters": lambda C, M: (18 * C * C + 4 * C, 2 * C * M + 9 * M * M + 4 * M + 2 * C),
-    "cnn.edge_patch": _dot(),
+    "cnn.horizontal_edges": SOBEL,
 }
 
 
@@ -72,10 +69,11 @@ def _wrong_start(x, k, stride, padding):
 
 # Typical mistakes, each with a fragment the hint must contain ------------------
 WRONG = {
-    "cnn.classifier_receptive_field": [
-        (9, "pooling layers have windows"), (11, "two input pixels"), (10, "two input pixels"),
-        (13, "each 2x2 pooling window"), (28, "whole image"), (5, "List the layers"), (25, "List the layers"),
-        (16.0, "whole number"), ("16", "whole number"), (True, "whole number"),
+    "cnn.classifier_receptive_rows": [
+        ((0, 15), "where does the first convolution's padding"), ((0, 13), "pads the image"),
+        ((-1, 14), "right number of rows"), ((-2, 8), "count the pooling windows"),
+        ((0, 27), "Go backwards"), ([-2.0, 13.0], "pair of whole numbers"), (16, "pair of whole numbers"),
+        ("(-2, 13)", "pair of whole numbers"), ((-2, 13, 0), "pair of whole numbers"),
     ],
     "cnn.strided_conv": [
         (_no_padding, "should be"), (_one_sided, "should be"), (_ceil_size, "for a"),
@@ -83,6 +81,12 @@ WRONG = {
         (lambda x, k, s, p: F.conv2d(x[None, None], k[None, None], stride=s, padding=p)[0, 0], "the rule"),
         (lambda x, k, s, p: torch.conv2d(x[None, None], k[None, None], stride=s, padding=p)[0, 0], "the rule"),
         (lambda x, k, s, p: x.unfold(0, k.shape[0], s), "the rule"),
+        (lambda x, k, s, p: torch.convolution(x[None, None], k[None, None], None, [s, s], [p, p], [1, 1],
+                                              False, [0, 0], 1)[0, 0], "the rule"),
+        (lambda x, k, s, p: torch.as_strided(x, (2, 2), (1, 1)), "the rule"),
+        (lambda x, k, s, p: x.as_strided((2, 2), (1, 1)), "the rule"),
+        (lambda x, k, s, p: torch.from_numpy(
+            np.lib.stride_tricks.sliding_window_view(x.numpy(), k.shape)).sum((-2, -1)), "the rule"),
         (3, "function"),
     ],
     "cnn.block_parameters": [
@@ -91,23 +95,24 @@ WRONG = {
         (lambda C, M: (18 * C * C + 4 * C, 9 * M * M), "Write down each layer"),
         (lambda C, M: (9 * C * C, 0), "Write down each layer"),
         (lambda C, M: 18 * C * C + 4 * C, "pair"),
-        (lambda C, M: (float(18 * C * C + 4 * C), 2 * C * M + 9 * M * M + 4 * M + 2 * C), "Write down"),
+        (lambda C, M: (float(18 * C * C + 4 * C), 2 * C * M + 9 * M * M + 4 * M + 2 * C), "is a float"),
         (lambda C, M: (sum(p.numel() for p in torch.nn.Conv2d(C, C, 3).parameters()), 0), "build no layers"),
         (lambda C, M: (sum(p.numel() for p in torch.nn.BatchNorm2d(C).parameters()), 0), "build no layers"),
     ],
-    "cnn.edge_patch": [
-        (torch.ones(3, 3), "response of 0"), (torch.eye(3), "response of"), (8 * _dot(), "[0, 1]"),
-        (-_dot(), "[0, 1]"), (torch.zeros(2, 2), "shape"), (_dot().tolist(), "tensor"),
-        (torch.full((3, 3), float("nan")), "[0, 1]"),
+    "cnn.horizontal_edges": [
+        (SOBEL.T, "nothing on a horizontal edge"), (EDGE, "on a vertical edge"), (torch.zeros(3, 3), "nothing"),
+        (torch.tensor([[0.0, 0, 0], [0, 0, 0], [1, 1, 1]]), "sum to 3"),
+        (torch.tensor([[-1.0, -1, 0], [0, 0, 0], [0, 1, 1]]), "on a vertical edge"),
+        (SOBEL[:2], "shape"), (SOBEL.tolist(), "tensor"), (torch.full((3, 3), float("nan")), "finite"),
     ],
 }
 
 # What a hint must never print: the explanation's key facts
 SECRETS = {
-    "cnn.classifier_receptive_field": ["16 pixels", "16"],
+    "cnn.classifier_receptive_rows": ["Rows -2 to 13", "-2 to 13"],
     "cnn.strided_conv": ["top-left corner is (i*S, j*S)"],
-    "cnn.block_parameters": ["2 * 9C^2 + 2 * 2C", "CM + 9M^2", "1,180,672"],
-    "cnn.edge_patch": ["bright centre on a black surround", "response is 8"],
+    "cnn.block_parameters": ["2 * 9C^2 + 2 * 2C", "CM + 9M^2", "73,984"],
+    "cnn.horizontal_edges": ["subtracts the row above from the row", "Sobel"],
 }
 
 
@@ -175,7 +180,7 @@ def test_an_answer_that_crashes_says_what_it_raised(capsys):
 
 
 def test_quiet_check(capsys):
-    result = exercises.check("cnn.classifier_receptive_field", 16, verbose=False)
+    result = exercises.check("cnn.classifier_receptive_rows", (-2, 13), verbose=False)
     assert result.passed and capsys.readouterr().out == ""
 
 
@@ -204,20 +209,20 @@ def test_result_displays_nothing_more_in_a_notebook(capsys):
     """check() prints the verdict; the returned Result must not show it a second time."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    result = exercises.check("cnn.classifier_receptive_field", 16)
+    result = exercises.check("cnn.classifier_receptive_rows", (-2, 13))
     capsys.readouterr()
     data, _ = InteractiveShell.instance().display_formatter.format(result)
     assert data == {}, f"a notebook would display {data}"
-    assert repr(result).startswith("PASS cnn.classifier_receptive_field")
+    assert repr(result).startswith("PASS cnn.classifier_receptive_rows")
 
 
 # numbers of every kind ----------------------------------------------------------------
 
 @pytest.mark.parametrize("key, answer", [
-    ("cnn.classifier_receptive_field", np.int64(16)),
-    ("cnn.classifier_receptive_field", np.int32(16)),
+    ("cnn.classifier_receptive_rows", (np.int64(-2), np.int64(13))),
+    ("cnn.classifier_receptive_rows", [np.int32(-2), 13]),
     ("cnn.block_parameters", lambda C, M: (np.int64(18 * C * C + 4 * C), np.int64(2 * C * M + 9 * M * M) + 4 * M + 2 * C)),
-    ("cnn.edge_patch", _dot().double()),
+    ("cnn.horizontal_edges", SOBEL.double()),
 ])
 def test_numpy_integers_are_right_answers(key, answer, capsys):
     result, out = check(key, answer, capsys)
@@ -225,8 +230,9 @@ def test_numpy_integers_are_right_answers(key, answer, capsys):
 
 
 @pytest.mark.parametrize("key, answer, hint", [
-    ("cnn.classifier_receptive_field", np.float64(16.0), "whole number"),
-    ("cnn.classifier_receptive_field", np.bool_(True), "whole number"),
+    ("cnn.classifier_receptive_rows", (np.float64(-2.0), 13), "whole numbers"),
+    ("cnn.classifier_receptive_rows", (np.bool_(True), 13), "whole numbers"),
+    ("cnn.block_parameters", lambda C, M: (float(18 * C * C + 4 * C), 0), "is a float"),
 ])
 def test_right_number_of_the_wrong_type_fails(key, answer, hint, capsys):
     result, out = check(key, answer, capsys)
@@ -257,7 +263,7 @@ def test_check_bad_key(key):
 
 def test_check_verbose_must_be_a_bool():
     with pytest.raises(TypeError, match="verbose"):
-        exercises.check("cnn.classifier_receptive_field", 16, verbose="no")
+        exercises.check("cnn.classifier_receptive_rows", (-2, 13), verbose="no")
 
 
 def test_every_module_of_the_package_is_found():

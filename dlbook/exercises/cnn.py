@@ -10,42 +10,46 @@ from torch import nn
 
 from . import Wrong, exercise, forbid, is_int
 
-EDGE = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
-
-
 @exercise(
-    "cnn.classifier_receptive_field",
-    "How many input pixels across does one unit after the second pooling layer of "
-    "cnn.mnist_classifier() see?",
-    "16 pixels: 1 + (5 - 1) + (2 - 1)*1 + (5 - 1)*2 + (2 - 1)*2. Every stride-2 pooling doubles what the "
-    "later layers add; the 5x5 grid of such units, 4 pixels apart, covers the digit with overlapping windows.",
+    "cnn.classifier_receptive_rows",
+    "Which rows of the 28x28 input does the top-left unit after the second pooling layer of "
+    "cnn.mnist_classifier() see? Answer (first, last), counting rows from 0 at the top of the "
+    "image; rows of the zero padding above it have negative numbers.",
+    "Rows -2 to 13: 16 rows, two of them padding. Going backwards: pooling unit 0 reads rows 0-1 of the "
+    "second convolution's output, which read rows 0-5 of the first pooling's output, which read rows "
+    "0-11 of the first convolution's output, which read rows -2 to 13 of the input (padding 2).",
 )
-def _classifier_receptive_field(answer) -> None:
-    if not is_int(answer):
-        raise Wrong("answer with a whole number of pixels.")
-    if answer == 9:
-        raise Wrong("you counted the two 5x5 convolutions; the pooling layers have windows (and strides) too.")
-    if answer in (11, 10):
-        raise Wrong("after a stride-2 pooling, a step of one unit is two input pixels: what does that do to "
-                    "what the second convolution adds?")
-    if answer == 13:
-        raise Wrong("close: each 2x2 pooling window also widens the field, by (2 - 1) times the jump so far.")
-    if answer >= 28:
-        raise Wrong(f"{int(answer)} would be the whole image or more; follow the formula layer by layer: "
-                    f"conv 5x5, pool 2x2 stride 2, conv 5x5, pool 2x2 stride 2.")
-    if answer != 16:
-        raise Wrong(f"{int(answer)} is not it. List the layers in order with their kernel sizes and strides "
-                    f"and apply r = 1 + sum of (k - 1) times the product of the earlier strides.")
-
-
-FORBIDDEN_CONV = [(F, "conv2d"), (torch, "conv2d"), (torch.Tensor, "unfold"), (F, "unfold")]
+def _classifier_receptive_rows(answer) -> None:
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not all(is_int(v) for v in answer):
+        raise Wrong("answer with a pair of whole numbers (first row, last row).")
+    first, last = (int(v) for v in answer)
+    if (first, last) == (-2, 13):
+        return
+    if last - first + 1 == 16:
+        raise Wrong(f"rows {first} to {last} are the right number of rows, but not the right ones: where "
+                    f"does the first convolution's padding put its first window?")
+    if (first, last) in ((0, 15), (0, 13)):
+        raise Wrong("the first convolution pads the image with 2 rows of zeros: its first window starts "
+                    "above the image.")
+    if last - first + 1 in (9, 10, 11, 13):
+        raise Wrong("count the pooling windows too, and remember that after a stride-2 pooling one step "
+                    "is two rows of what came before.")
+    raise Wrong(f"rows {first} to {last} is not it. Go backwards one layer at a time: which rows of its "
+                f"input does each layer's row 0 (or rows 0 to r) read?")
 
 
 def _forbid_conv():
+    """Everything that computes a convolution or cuts out windows for one."""
+    import numpy as np
+
     from .. import cnn
 
-    return forbid("use loops and slicing, not a convolution function",
-                  *FORBIDDEN_CONV, (cnn, "corr2d"), (cnn, "conv2d_loops"), (cnn, "conv2d_unfold"))
+    return forbid("use loops and slicing, not a convolution or windowing function",
+                  (F, "conv1d"), (F, "conv2d"), (F, "conv3d"), (F, "unfold"), (torch, "conv1d"),
+                  (torch, "conv2d"), (torch, "convolution"), (torch, "_convolution"), (torch, "as_strided"),
+                  (torch.Tensor, "unfold"), (torch.Tensor, "as_strided"),
+                  (np.lib.stride_tricks, "sliding_window_view"), (np.lib.stride_tricks, "as_strided"),
+                  (cnn, "corr2d"), (cnn, "conv2d_loops"), (cnn, "conv2d_unfold"))
 
 
 @exercise(
@@ -84,8 +88,9 @@ def _strided_conv(answer) -> None:
     "Write block_params(C, M): a pair (basic, bottleneck) with the parameter counts of cnn.Residual(C, C) "
     "and cnn.Bottleneck(C, M, C). Derive them: build no layers. The convolutions have no bias; each is "
     "followed by batch norm, with 2 parameters per channel.",
-    "basic = 2 * 9C^2 + 2 * 2C; bottleneck = CM + 9M^2 + MC + 2 * 2M + 2C. With C = 256 and M = 64 "
-    "that is 1,180,672 against 70,400: the 1x1 convolutions make the 3x3 work on 4 times fewer channels.",
+    "basic = 2 * 9C^2 + 2 * 2C; bottleneck = CM + 9M^2 + MC + 2 * 2M + 2C. A basic block on 64 channels "
+    "has 73,984 parameters, a bottleneck from 256 through 64 channels 70,400: about the same cost, and it "
+    "carries 4 times as many channels, because its 3x3 convolution works on the reduced 64.",
 )
 def _block_parameters(answer) -> None:
     if not callable(answer):
@@ -99,6 +104,9 @@ def _block_parameters(answer) -> None:
         right_basic = 18 * C * C + 4 * C
         right_bottleneck = 2 * C * M + 9 * M * M + 4 * M + 2 * C
         for name, value, right in (("basic", basic, right_basic), ("bottleneck", bottleneck, right_bottleneck)):
+            if not is_int(value) and isinstance(value, float) and value == right:
+                raise Wrong(f"for C={C}, M={M} your {name} count {value!r} has the right value but is a "
+                            f"float; a count is a whole number (an int).")
             if not is_int(value) or value != right:
                 if is_int(value) and name == "basic" and value == 18 * C * C:
                     raise Wrong("the basic block's convolutions are right; the batch norms have parameters too.")
@@ -108,22 +116,38 @@ def _block_parameters(answer) -> None:
                             f"the block with its input and output channels and kernel size.")
 
 
+def _edge_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """A horizontal and a vertical step edge, 9x9: dark above (left), bright below (right)."""
+    horizontal = torch.zeros(9, 9)
+    horizontal[5:] = 1.0
+    return horizontal, horizontal.T.contiguous()
+
+
 @exercise(
-    "cnn.edge_patch",
-    "Give the 3x3 patch, pixel values in [0, 1], that makes the edge kernel "
-    "[[-1,-1,-1],[-1,8,-1],[-1,-1,-1]] respond as strongly as possible (a 3x3 tensor).",
-    "A bright centre on a black surround: the response is 8, the largest possible. The kernel rewards "
-    "the centre and punishes every neighbour alike, so it sees a dot best and has no preferred direction.",
+    "cnn.horizontal_edges",
+    "Give a 3x3 kernel (a tensor) whose weights sum to zero, so that a flat patch gives 0, and that "
+    "responds to a horizontal edge (dark rows above bright rows) but not to a vertical one.",
+    "A kernel that subtracts the row above from the row below, such as [[-1,-2,-1],[0,0,0],[1,2,1]] (the "
+    "Sobel kernel) or [[-1,-1,-1],[0,0,0],[1,1,1]]: each column of weights sums to zero, so a vertical "
+    "edge, constant down every column, gives nothing.",
 )
-def _edge_patch(answer) -> None:
+def _horizontal_edges(answer) -> None:
     if not isinstance(answer, torch.Tensor):
-        raise Wrong("answer with a 3x3 tensor of pixel values.")
+        raise Wrong("answer with a 3x3 tensor of weights.")
     if tuple(answer.shape) != (3, 3):
-        raise Wrong(f"the patch must have shape (3, 3); yours has {tuple(answer.shape)}.")
-    patch = answer.detach().float()
-    if not torch.isfinite(patch).all() or patch.min() < 0 or patch.max() > 1:
-        raise Wrong("every pixel must lie in [0, 1] (black to white).")
-    response = (patch * EDGE).sum().item()
-    if response < 8 - 1e-6:
-        raise Wrong(f"your patch gives a response of {response:g}. Which pixels does the kernel reward, "
-                    f"which does it punish, and how much can each be worth?")
+        raise Wrong(f"the kernel must have shape (3, 3); yours has {tuple(answer.shape)}.")
+    w = answer.detach().double()
+    if not torch.isfinite(w).all():
+        raise Wrong("the weights must be finite numbers.")
+    if abs(w.sum().item()) > 1e-6 * max(1.0, w.abs().sum().item()):
+        raise Wrong(f"the weights sum to {w.sum().item():g}: a flat patch would give that, not 0.")
+    horizontal, vertical = (e.double()[None, None] for e in _edge_images())
+    strong = F.conv2d(horizontal, w[None, None]).abs().max().item()
+    weak = F.conv2d(vertical, w[None, None]).abs().max().item()
+    if strong < 1e-6:
+        raise Wrong("your kernel gives nothing on a horizontal edge. What should the rows above and below "
+                    "the centre do?")
+    if weak > 0.05 * strong:
+        raise Wrong(f"on a vertical edge your kernel gives {weak:.3g}, against {strong:.3g} on a horizontal "
+                    f"one. Along a vertical edge every column is constant: what must each column of "
+                    f"weights add up to?")
