@@ -199,3 +199,16 @@ def _visible_text(html: str) -> str:
     parser = Text()
     parser.feed(html)
     return "".join(parser.parts)
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if p.startswith("notebooks/")])
+def test_code_and_outputs_fit_the_column_on_a_desktop(browser, server, page_path):
+    """On a 1280-pixel screen no code or output block is cut at the right edge."""
+    page, errors, _ = open_page(browser, server, page_path)
+    try:
+        cut = page.evaluate("""() => Array.from(document.querySelectorAll('pre'))
+            .filter(e => e.scrollWidth > e.clientWidth + 2)
+            .map(e => e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, ''))""")
+    finally:
+        page.close()
+    assert not cut, f"{page_path}: {len(cut)} blocks wider than the column, e.g. {cut[0][:90]!r}"
