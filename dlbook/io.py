@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import check_callable, check_device, describe
+from ._checks import check_callable, describe
 
 
 def _check_path(path: Any) -> Path:

@@ -2,7 +2,6 @@
 History; EMA; checkpoints that resume exactly and only the same run."""
 
 import collections
-import math
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from torch import nn
 import dlbook
 from dlbook import train
 from dlbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dlbook.data import BatchLoader, random_shift
+from dlbook.data import BatchLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 
