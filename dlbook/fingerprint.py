@@ -21,6 +21,7 @@ import inspect
 import math
 import re
 import types
+import weakref
 from typing import Any
 
 import numpy as np
@@ -31,17 +32,38 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 MAX_DEPTH = 6
 
 
+# id(tensor) -> (weak reference, version counter, digest): a tensor that was
+# digested and has not been modified in place since is not read again.
+_DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}
+
+
 def tensor_digest(t: torch.Tensor) -> str:
-    """A digest of a tensor's shape, dtype and every byte of its content."""
-    t = t.detach()
-    if t.is_sparse:
-        t = t.to_dense()
-    flat = t.reshape(-1).contiguous().cpu()
+    """A digest of a tensor's shape, dtype and every byte of its content.
+
+    Remembered for as long as the tensor lives and is not modified in place
+    (its version counter, shared with its views, is unchanged), so the
+    data of a loader is read once, not at every call of ``fit``.
+    """
+    key = id(t)
+    cached = _DIGESTS.get(key)
+    if cached is not None and cached[0]() is t and cached[1] == t._version:
+        return cached[2]
+    version = t._version
+    data = t.detach()
+    if data.is_sparse:
+        data = data.to_dense()
+    flat = data.reshape(-1).contiguous().cpu()
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+    h.update(f"{tuple(data.shape)}|{data.dtype}|".encode())
     if flat.numel():
         h.update(flat.view(torch.uint8).numpy().data)
-    return h.hexdigest()
+    result = h.hexdigest()
+    try:
+        ref = weakref.ref(t, lambda _, key=key: _DIGESTS.pop(key, None))
+    except TypeError:
+        return result
+    _DIGESTS[key] = (ref, version, result)
+    return result
 
 
 def digest(text: str) -> str:

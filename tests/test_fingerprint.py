@@ -127,3 +127,29 @@ def test_optimizer_settings_leave_out_the_parameters():
 def test_digest_is_short_and_stable():
     assert digest("abc") == digest("abc") != digest("abd")
     assert len(digest("abc")) == 16
+
+
+def test_a_digest_is_remembered_until_the_tensor_changes():
+    x = torch.zeros(1000)
+    first = tensor_digest(x)
+    assert tensor_digest(x) == first
+    x[3] = 1.0  # in place: the version counter moves
+    assert tensor_digest(x) != first
+    view = x[:10]
+    view.add_(1.0)  # a view shares the version counter
+    changed = tensor_digest(x)
+    assert changed == tensor_digest(x.clone())
+
+
+def test_the_memory_of_digests_forgets_dead_tensors():
+    import gc
+
+    from dlbook import fingerprint
+
+    x = torch.ones(10)
+    tensor_digest(x)
+    key = id(x)
+    assert key in fingerprint._DIGESTS
+    del x
+    gc.collect()
+    assert key not in fingerprint._DIGESTS
