@@ -44,28 +44,28 @@ def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) 
     return (size - kernel + 2 * padding) // stride + 1
 
 
-def corr2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def corr2d(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """2-D cross-correlation of one image with one kernel, by two loops.
 
-    $Y[i, j] = \\sum_{u, v} X[i + u, j + v] \\, w[u, v]$ for a kernel ``k`` holding $w$.
+    $Y[i, j] = \\sum_{u, v} X[i + u, j + v] \\, w[u, v]$ for the kernel ``w``.
 
     Shapes:
-        x: (H, W), k: (kh, kw) -> (H - kh + 1, W - kw + 1)
+        x: (H, W), w: (kh, kw) -> (H - kh + 1, W - kw + 1)
     """
     check_tensor(x, "x")
-    check_tensor(k, "k")
-    if x.dim() != 2 or k.dim() != 2:
-        raise ValueError(f"corr2d expects a 2-D image and a 2-D kernel; got {tuple(x.shape)} and {tuple(k.shape)}")
-    kh, kw = k.shape
+    check_tensor(w, "w")
+    if x.dim() != 2 or w.dim() != 2:
+        raise ValueError(f"corr2d expects a 2-D image and a 2-D kernel; got {tuple(x.shape)} and {tuple(w.shape)}")
+    kh, kw = w.shape
     H, W = x.shape
     if kh == 0 or kw == 0:
-        raise ValueError(f"the kernel must be at least 1x1; got shape {tuple(k.shape)}")
+        raise ValueError(f"the kernel must be at least 1x1; got shape {tuple(w.shape)}")
     if kh > H or kw > W:
-        raise ValueError(f"kernel {tuple(k.shape)} is larger than the image {tuple(x.shape)}")
-    y = torch.zeros(H - kh + 1, W - kw + 1, dtype=torch.result_type(x, k), device=x.device)
+        raise ValueError(f"kernel {tuple(w.shape)} is larger than the image {tuple(x.shape)}")
+    y = torch.zeros(H - kh + 1, W - kw + 1, dtype=torch.result_type(x, w), device=x.device)
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
-            y[i, j] = (x[i:i + kh, j:j + kw] * k).sum()
+            y[i, j] = (x[i:i + kh, j:j + kw] * w).sum()
     return y
 
 
@@ -589,12 +589,32 @@ class AlexNet(nn.Module):
         return self.classifier(self.features(check_tensor(x, "x", floating=True)))
 
 
+def affine(x: torch.Tensor, theta: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """Resample each image through the affine map ``theta`` (bilinear).
+
+    Output position $\\mathbf{p}$ (from $-1$ at the left or top edge to $1$
+    at the right or bottom edge) reads the input at
+    $\\theta \\, (p_x, p_y, 1)^\\top$. Pixels read from outside the image take
+    ``fill`` (default: each image's minimum, its background).
+
+    Shapes:
+        x: (B, C, H, W), theta: (2, 3) or (B, 2, 3) -> (B, C, H, W)
+    """
+    _check_images(x, "affine", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    check_tensor(theta, "theta", floating=True)
+    if theta.shape not in ((2, 3), (len(x), 2, 3)):
+        raise ValueError(f"theta must have shape (2, 3) or ({len(x)}, 2, 3); got {tuple(theta.shape)}")
+    theta = theta.to(dtype=x.dtype, device=x.device).expand(len(x), 2, 3)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    base = x.amin(dim=(1, 2, 3), keepdim=True) if fill is None else check_float(fill, "fill")
+    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+
+
 def rotate(x: torch.Tensor, degrees, fill: float | None = None) -> torch.Tensor:
     """Rotate each image counter-clockwise (as seen) by ``degrees`` about its centre.
 
     ``degrees`` is one angle for all images or a tensor of one angle per
-    image. Bilinear interpolation; pixels that come from outside the image
-    take ``fill`` (default: each image's minimum, its background).
+    image. See :func:`affine` for the sampling and ``fill``.
 
     Shapes:
         x: (B, C, H, W), degrees: () or (B,) -> (B, C, H, W)
@@ -608,13 +628,34 @@ def rotate(x: torch.Tensor, degrees, fill: float | None = None) -> torch.Tensor:
     else:
         a = torch.full((len(x),), math.radians(check_float(degrees, "degrees")), dtype=x.dtype, device=x.device)
     cos, sin, zero = a.cos(), a.sin(), torch.zeros_like(a)
-    # affine_grid sends each output position p = (x, y) (x to the right, y down, both in
-    # [-1, 1]) to the input position theta @ (x, y, 1) that it reads. With y pointing down,
-    # this theta turns the picture counter-clockwise as seen on screen (like torch.rot90).
+    # With y pointing down, this theta turns the picture counter-clockwise as
+    # seen on screen (like torch.rot90).
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    base = x.amin(dim=(1, 2, 3), keepdim=True) if fill is None else check_float(fill, "fill")
-    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+    return affine(x, theta, fill)
+
+
+def zoom(x: torch.Tensor, factor: float, fill: float | None = None) -> torch.Tensor:
+    """Scale each image about its centre: ``factor`` > 1 enlarges, < 1 shrinks.
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H, W)
+    """
+    factor = check_float(factor, "factor", 1e-3)
+    return affine(x, torch.tensor([[1 / factor, 0.0, 0.0], [0.0, 1 / factor, 0.0]]), fill)
+
+
+def shift(x: torch.Tensor, pixels: float, fill: float | None = None) -> torch.Tensor:
+    """Move each image ``pixels`` to the right and ``pixels`` down (square images).
+
+    A pixel is $2 / W$ on the grid from $-1$ to $1$.
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H, W)
+    """
+    pixels = check_float(pixels, "pixels")
+    _check_images(x, "shift", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    t = -2 * pixels / x.shape[-1]
+    return affine(x, torch.tensor([[1.0, 0.0, t], [0.0, 1.0, t]]), fill)
 
 
 def random_rotation(x: torch.Tensor, max_degrees: float = 30.0) -> torch.Tensor:

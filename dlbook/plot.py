@@ -120,7 +120,7 @@ def image_grid(images, labels: Sequence[str] | None = None, ncols: int = 8,
     fig.tight_layout()
     if signed:
         bar = fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, ticks=[-1, 0, 1])
-        bar.set_label("weight / largest |weight|", fontsize=9)
+        bar.set_label("weight / the image's largest |weight|", fontsize=9)
     return fig
 
 

@@ -831,3 +831,18 @@ def test_alexnet_lrn_uses_the_papers_alpha():
     lrn = cnn.AlexNet().features[2]
     # PyTorch divides alpha by size: 5e-4 / 5 is the paper's 1e-4
     assert isinstance(lrn, nn.LocalResponseNorm) and lrn.alpha / lrn.size == pytest.approx(1e-4)
+
+
+def test_shift_and_zoom():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 2, 3] = 1.0
+    moved = cnn.shift(x, 2, fill=0.0)
+    assert torch.allclose(moved[0, 0, 4, 5], torch.tensor(1.0), atol=1e-6)  # two right, two down
+    assert torch.allclose(cnn.zoom(x, 1.0), x, atol=1e-6)
+    big = torch.zeros(1, 1, 8, 8)
+    big[0, 0, 3:5, 3:5] = 1.0
+    assert cnn.zoom(big, 2.0, fill=0.0).sum() > 3 * big.sum()  # the square grows
+    with pytest.raises(ValueError, match="factor"):
+        cnn.zoom(x, 0)
+    with pytest.raises(ValueError, match="theta"):
+        cnn.affine(x, torch.zeros(3, 3))

@@ -75,6 +75,10 @@ WRONG = {
         (lambda x, k, s, p: torch.from_numpy(
             np.lib.stride_tricks.sliding_window_view(x.numpy(), k.shape)).sum((-2, -1)), "the rule"),
         (3, "function"),
+        (lambda x, k, s, p: F.conv_transpose2d(x[None, None], k.flip(-1, -2)[None, None])[0, 0], "the rule"),
+        (lambda x, k, s, p: torch._C._nn.im2col(x[None, None], k.shape, (1, 1), (p, p), (s, s)), "the rule"),
+        (lambda x, k, s, p: torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(k, x.shape)), "the rule"),
+        (lambda x, k, s, p: torch.from_numpy(np.correlate(x.numpy().ravel(), k.numpy().ravel())), "the rule"),
     ],
     "cnn.block_parameters": [
         (lambda C, M: (18 * C * C, 2 * C * M + 9 * M * M + 4 * M + 2 * C), "batch norms have parameters"),
@@ -90,6 +94,7 @@ WRONG = {
         (SOBEL.T, "nothing on a horizontal edge"), (EDGE, "on a vertical edge"), (torch.zeros(3, 3), "nothing"),
         (torch.tensor([[0.0, 0, 0], [0, 0, 0], [1, 1, 1]]), "sum to 3"),
         (torch.tensor([[-1.0, -1, 0], [0, 0, 0], [0, 1, 1]]), "on a vertical edge"),
+        (-SOBEL, "opposite edge"),
         (SOBEL[:2], "shape"), (SOBEL.tolist(), "tensor"), (torch.full((3, 3), float("nan")), "finite"),
     ],
 }
@@ -169,3 +174,22 @@ def test_right_number_of_the_wrong_type_fails(key, answer, hint, capsys):
     assert not result.passed and hint in out
     for secret in SECRETS[key]:
         assert secret not in out
+
+
+def test_a_table_of_counts_made_outside_the_check_does_not_pass(capsys):
+    from dlbook import cnn
+    from dlbook.bench import count_parameters
+
+    table = {(C, M): (count_parameters(cnn.Residual(C, C)), count_parameters(cnn.Bottleneck(C, M, C)))
+             for C in (1, 4, 32, 256) for M in (1, 8, 64)}
+    result, out = check("cnn.block_parameters", lambda C, M: table[(C, M)], capsys)
+    assert not result.passed
+
+
+def test_the_operator_rule_lets_slicing_through_and_is_lifted_afterwards():
+    from dlbook.exercises import forbid_ops
+
+    x = torch.arange(16.0).reshape(4, 4)
+    with forbid_ops("no convolutions", "conv"):
+        assert x[1:3, 1:3].sum().item() == 30.0
+    assert F.conv2d(x[None, None], torch.ones(1, 1, 2, 2)).shape == (1, 1, 3, 3)

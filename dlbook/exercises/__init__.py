@@ -80,6 +80,39 @@ def forbid(rule: str, *targets: tuple[Any, str]):
                 setattr(owner, name, original)
 
 
+class _ForbidOps:
+    """A torch dispatch mode that refuses every operator whose name contains one of ``parts``."""
+
+    def __init__(self, rule: str, parts: tuple[str, ...]):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                if any(part in name for part in outer.parts):
+                    raise Wrong(f"the rule is: {outer.rule}. Your answer used the operation {name}.")
+                return func(*args, **(kwargs or {}))
+
+        self.rule, self.parts, self.mode = rule, parts, Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def forbid_ops(rule: str, *parts: str) -> _ForbidOps:
+    """Enforce an exercise's rule at the level of PyTorch's operators: within
+    the block, any tensor operation whose name contains one of ``parts``
+    (``"conv"``, ``"fft"``, ...) raises :class:`Wrong`, however the answer
+    reached it (a function, a method, a private alias)."""
+    return _ForbidOps(rule, tuple(parts))
+
+
 def exercise(key: str, prompt: str, explanation: str):
     """Decorator: register ``checker`` as the test of exercise ``key``
     (``"topic.name"``, lower case)."""
