@@ -50,7 +50,7 @@ def tensor_digest(t: torch.Tensor) -> str:
         return cached[2]
     version = t._version
     data = t.detach()
-    if data.is_sparse:
+    if data.layout != torch.strided:  # sparse COO, CSR, ...
         data = data.to_dense()
     flat = data.reshape(-1).contiguous().cpu()
     h = hashlib.blake2b(digest_size=16)

@@ -153,3 +153,8 @@ def test_the_memory_of_digests_forgets_dead_tensors():
     del x
     gc.collect()
     assert key not in fingerprint._DIGESTS
+
+
+def test_sparse_tensors_are_digested_by_their_content():
+    dense = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    assert tensor_digest(dense.to_sparse()) == tensor_digest(dense.to_sparse_csr()) == tensor_digest(dense)
