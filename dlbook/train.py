@@ -67,7 +67,7 @@ from .profiles import get_profile
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Step = Callable[[nn.Module, Any], Mapping[str, Any]]
-CHECKPOINT_FORMAT = "dlbook-run-2"
+CHECKPOINT_FORMAT = "dlbook-run-3"
 
 
 class TrainingError(RuntimeError):
@@ -497,6 +497,7 @@ _COMPONENTS = {
     "random_state": "the random state when fit started (another seed)",
     "state": "the extra state (EMA, second network, second optimizer)",
     "after_step": "the after_step hook",
+    "stop_when": "the stop_when rule",
     "config": "the config= values",
 }
 
@@ -505,11 +506,13 @@ class _Run:
     """One call of :func:`fit`: its settings, counters, and the steps it takes."""
 
     def __init__(self, model, loader, *, step, optimizer, scheduler, scheduler_interval, plan, evals,
-                 eval_step, state, after_step, max_grad_norm, device, amp, checkpoint, config,
-                 progress, desc):
+                 eval_step, state, after_step, stop_when, max_grad_norm, device, amp, checkpoint,
+                 config, progress, desc):
         self.model, self.loader, self.step_fn, self.optimizer = model, loader, step, optimizer
         self.scheduler, self.scheduler_interval, self.plan = scheduler, scheduler_interval, plan
         self.evals, self.eval_step, self.state, self.after_step = evals, eval_step, state, after_step
+        self.stop_when = stop_when
+        self.stopped = False  # stop_when ended the run before its planned end
         self.max_grad_norm, self.device, self.amp = max_grad_norm, device, amp
         self.checkpoint, self.progress, self.desc = checkpoint, progress, desc
         # A step that runs its own backward gets autocast only where no gradient scaler is needed.
@@ -554,6 +557,7 @@ class _Run:
             "random_state": describe(rng),
             "state": describe(state),
             "after_step": describe(self.after_step),
+            "stop_when": describe(self.stop_when),
             "config": describe(config),
         }
         return {key: digest(text) for key, text in parts.items()}
@@ -572,6 +576,7 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             "state": {name: obj.state_dict() for name, obj in self.state.items()},
             "history": self.history.records,
+            "stopped": self.stopped,
             "rng": _rng_state(),
             "rng_at_pass_start": rng_at_pass_start,
         }, self.checkpoint)
@@ -583,7 +588,7 @@ class _Run:
             return None
         saved = load_checkpoint(path, map_location=self.device)
         needed = {"format", "fingerprint", "step", "pass_index", "pass_step", "seconds", "model", "optimizer",
-                  "scheduler", "scaler", "state", "history", "rng", "rng_at_pass_start"}
+                  "scheduler", "scaler", "state", "history", "stopped", "rng", "rng_at_pass_start"}
         if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT or not needed <= saved.keys():
             raise CheckpointError(path, "is not a training checkpoint written by this version of dlbook.fit")
         theirs = saved["fingerprint"]
@@ -605,7 +610,7 @@ class _Run:
             raise CheckpointError(path, f"does not fit this run ({type(err).__name__})") from None
         self.history = History(list(saved["history"]))
         self.step, self.pass_index, self.pass_step = saved["step"], saved["pass_index"], saved["pass_step"]
-        self.seconds = saved["seconds"]
+        self.seconds, self.stopped = saved["seconds"], bool(saved["stopped"])
         return {"rng": saved["rng"], "rng_at_pass_start": saved["rng_at_pass_start"]}
 
     # one step ---------------------------------------------------------------------
@@ -670,12 +675,17 @@ class _Run:
             record[f"train_{key}"] = float(total) / self.count
         self.sums, self.count = {}, 0
         if evaluating:
-            for name, ev in self.evals.items():
-                for key, value in self._run_eval(name, ev).items():
-                    record[f"{name}_{key}"] = float(value.detach() if isinstance(value, torch.Tensor) else value)
-            self.model.train()
+            record.update(self._evaluations())
         self.history.records.append(record)
         return record
+
+    def _evaluations(self) -> dict:
+        out = {}
+        for name, ev in self.evals.items():
+            for key, value in self._run_eval(name, ev).items():
+                out[f"{name}_{key}"] = float(value.detach() if isinstance(value, torch.Tensor) else value)
+        self.model.train()
+        return out
 
     def postfix(self) -> str:
         parts = []
@@ -702,8 +712,10 @@ class _Run:
     def run(self) -> History:
         saved = self.resume()
         if saved is not None:
-            if self.step >= self.plan.total:
-                print(f"Resumed from {self.checkpoint}: that run had finished ({self.step} steps); nothing to train.")
+            if self.step >= self.plan.total or self.stopped:
+                how = "stopped early, by stop_when," if self.stopped else "finished"
+                print(f"Resumed from {self.checkpoint}: that run had {how} after {self.step} steps; "
+                      f"nothing to train.")
                 return self.history
             print(f"Resumed from {self.checkpoint} after step {self.step}/{self.plan.total}"
                   + (f" (epoch {self.step / self.plan.steps_per_pass:g})" if self.plan.steps_per_pass else "") + ".")
@@ -765,6 +777,17 @@ class _Run:
                     tick = time.perf_counter()
                 elif self.step % max(1, plan.total // 100) == 0:
                     bar.set_postfix_str(self.postfix(), refresh=False)
+                if self.stop_when is not None and self.stop_when(self.history):
+                    self.stopped = True
+                    # The step it stopped at is recorded, evaluated and saved like a last step.
+                    if plan.logs_at(self.step) and not plan.evaluates_at(self.step):
+                        self.history.records[-1].update(self._evaluations())
+                    elif not plan.logs_at(self.step):
+                        self.seconds += time.perf_counter() - tick
+                        self.record(True)
+                    self.save(None)
+                    bar.set_postfix_str(self.postfix(), refresh=False)
+                    return
                 if self.step >= plan.total or pass_done:
                     break
             if used == 0:
@@ -777,7 +800,8 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
         evals: Mapping[str, Iterable | Callable[[nn.Module], dict]] | None = None,
         evals_per_epoch: int | None = None, eval_every: int | None = None, log_every: int | None = None,
         eval_step: Step | None = None, state: Mapping[str, Any] | None = None,
-        after_step: Callable[[nn.Module], None] | None = None, max_grad_norm: float | None = None,
+        after_step: Callable[[nn.Module], None] | None = None,
+        stop_when: Callable[[History], bool] | None = None, max_grad_norm: float | None = None,
         device: torch.device | str | None = None, amp: bool = True,
         checkpoint: str | Path | None = None, config: Mapping[str, Any] | None = None,
         progress: bool = True, desc: str = "") -> History:
@@ -810,6 +834,10 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
             on resume. Modules in it are moved to the device.
         after_step: ``after_step(model)`` after every update (an EMA update,
             weight clipping).
+        stop_when: ``stop_when(history) -> bool``, asked after every step
+            (after ``after_step`` and after that step's record, if any).
+            True ends the run there (early stopping): that step is recorded
+            and evaluated, and the checkpoint marks the run as finished.
         max_grad_norm: clip the gradient norm (with ``optimizer``).
         device: default :func:`dlbook.get_device`; checked to exist.
         amp: mixed precision where it pays (:func:`dlbook.autocast`). A step
@@ -867,6 +895,8 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
         raise ValueError("max_grad_norm= goes with optimizer=; a step with its own optimizers clips in gradient_step")
     if after_step is not None and not callable(after_step):
         raise TypeError(f"after_step must be a function after_step(model); got {type(after_step).__name__}")
+    if stop_when is not None and not callable(stop_when):
+        raise TypeError(f"stop_when must be a function stop_when(history) -> bool; got {type(stop_when).__name__}")
     evals = dict(evals or {})
     for name, ev in evals.items():
         if not isinstance(name, str) or not _EVAL_NAME.fullmatch(name) or name == "train" or "_" in name:
@@ -895,6 +925,7 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
     run = _Run(model, loader, step=step, optimizer=optimizer, scheduler=scheduler,
                scheduler_interval=scheduler_interval, plan=plan, evals=evals,
                eval_step=step if eval_step is None else eval_step, state=state, after_step=after_step,
+               stop_when=stop_when,
                max_grad_norm=max_grad_norm, device=device, amp=amp, checkpoint=checkpoint, config=config,
                progress=progress, desc=desc)
     return run.run()

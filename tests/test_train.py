@@ -341,6 +341,54 @@ def test_after_step_clips_weights_like_a_wgan_critic(loaders):
     assert max(p.abs().max().item() for p in model.parameters()) <= 0.01
 
 
+def test_stop_when_ends_the_run_where_it_says_and_evaluates_there(loaders):
+    torch.manual_seed(0)
+    model, reference = mlp(), mlp()
+    reference.load_state_dict(model.state_dict())
+    seen = []
+
+    def rule(history):
+        seen.append(len(history))
+        return len(seen) == 8  # after the 8th step
+
+    torch.manual_seed(1)
+    history = fit(model, loaders[0], epochs=3, evals={"val": loaders[1]}, stop_when=rule)
+    assert len(seen) == 8
+    assert history.column("step") == [6, 8]  # epoch 1's record, then the step it stopped at
+    assert "val_acc" in history.last and "train_loss" in history.last
+    torch.manual_seed(1)  # the weights are those of a run of 8 steps
+    fit(reference, loaders[0], max_steps=8)
+    assert state_equal(model.state_dict(), reference.state_dict())
+
+
+def test_stop_when_sees_the_record_of_its_step_and_adds_evaluations_to_it(loaders):
+    # Logged every 2 steps, evaluated every 6: stopping at step 4 (a log point)
+    # evaluates there, in the same record.
+    history = fit(mlp(), loaders[0], epochs=3, log_every=2, evals={"val": loaders[1]},
+                  stop_when=lambda h: len(h) > 0 and h.last["step"] == 4)
+    assert history.column("step") == [2, 4]
+    assert "val_loss" not in history[0] and "val_loss" in history[1]
+
+
+def test_a_stopped_run_resumes_as_finished(loaders, tmp_path, capsys):
+    path = tmp_path / "run.pt"
+
+    def rule(history):
+        return len(history) > 0 and history.last["step"] >= 6
+
+    torch.manual_seed(0)
+    first = fit(mlp(), loaders[0], epochs=3, stop_when=rule, checkpoint=path)
+    assert first.column("step") == [6]
+    torch.manual_seed(0)
+    model = mlp()
+    again = fit(model, loaders[0], epochs=3, stop_when=rule, checkpoint=path)
+    assert "stopped early" in capsys.readouterr().out
+    assert without_seconds(again) == without_seconds(first)
+    torch.manual_seed(0)
+    with pytest.raises(CheckpointError, match="stop_when"):
+        fit(mlp(), loaders[0], epochs=3, stop_when=lambda h: False, checkpoint=path)
+
+
 def test_state_modules_are_moved_with_the_model(loaders, monkeypatch):
     moved = []
     critic = nn.Linear(2, 1)
@@ -462,7 +510,7 @@ BAD_ARGUMENTS = [
     (dict(optimizer="adam"), TypeError, "torch.optim.Optimizer"),
     (dict(step="supervised"), TypeError, "step must be a function"),
     (dict(scheduler=3), TypeError, "scheduler"),
-    (dict(after_step=3), TypeError, "after_step"),
+    (dict(after_step=3), TypeError, "after_step"), (dict(stop_when=True), TypeError, "stop_when"),
     (dict(state={"ema": 3}), TypeError, "state_dict"),
     (dict(evals={"Val": []}), ValueError, "evaluation names"), (dict(evals={"train": []}), ValueError, "evaluation names"),
     (dict(evals={"val_set": []}), ValueError, "evaluation names"), (dict(evals={"val": 3}), TypeError, "loader or a function"),
