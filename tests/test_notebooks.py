@@ -23,10 +23,16 @@ RESULT_KEYS = {"chapter", "profile", "device", "device_name", "threads", "torch"
 TARGETS = {
     "cnn": {"mnist_test_acc": (">=", 0.993), "fashion_mnist_test_acc": (">=", 0.915),
             "mnist_seconds_to_99": ("<=", 60.0)},
+    "gnn": {"cora_gcn_test_acc_mean": (">=", 0.810), "cora_gat_test_acc_mean": (">=", 0.820),
+            "citeseer_gcn_test_acc_mean": (">=", 0.700), "gin_sum_test_acc": (">=", 0.95),
+            "gin_mean_test_acc": ("<=", 0.6), "gin_max_test_acc": ("<=", 0.6),
+            "gcn_sparse_dense_max_abs_err": ("<=", 1e-5)},
 }
 # Metric keys the issues name without a number to reach, and orderings they ask for.
 REQUIRED = {
     "cnn": ["rotation_acc_at_45", "plain_deep_final_loss", "residual_deep_final_loss", "mnist_test_acc_stderr"],
+    "gnn": ["cora_mlp_test_acc_mean", "cora_mlp_test_acc_std", "cora_gcn_test_acc_std", "cora_gat_test_acc_std",
+            "citeseer_gcn_test_acc_std", "cora_gcn_seconds_per_run", "cora_gat_seconds_per_run"],
 }
 ORDERED = {  # (smaller, larger): the first must end below the second
     "cnn": [("residual_deep_final_loss", "plain_deep_final_loss")],
