@@ -21,6 +21,8 @@ RESULT_KEYS = {"chapter", "profile", "device", "device_name", "threads", "torch"
                "finished", "seconds", "metrics"}
 # Metric keys (and targets) that the chapters' issues name.
 TARGETS = {
+    "foundations": {"softmax_fashion_mnist_test_acc": (">=", 0.84), "mlp_fashion_mnist_test_acc": (">=", 0.89),
+                    "backprop_max_abs_err": ("<=", 1e-6)},
     "cnn": {"mnist_test_acc": (">=", 0.993), "fashion_mnist_test_acc": (">=", 0.915),
             "mnist_seconds_to_99": ("<=", 60.0)},
     "gnn": {"cora_gcn_test_acc_mean": (">=", 0.810), "cora_gat_test_acc_mean": (">=", 0.820),
@@ -32,6 +34,8 @@ TARGETS = {
 }
 # Metric keys the issues name without a number to reach, and orderings they ask for.
 REQUIRED = {
+    "foundations": ["gradcheck_max_rel_err", "softmax_fashion_mnist_test_acc_stderr",
+                    "mlp_fashion_mnist_test_acc_stderr", "softmax_fashion_mnist_val_acc", "mlp_fashion_mnist_val_acc"],
     "cnn": ["rotation_acc_at_45", "plain_deep_final_loss", "residual_deep_final_loss", "mnist_test_acc_stderr"],
     "gnn": ["cora_mlp_test_acc_mean", "cora_mlp_test_acc_std", "cora_gcn_test_acc_std", "cora_gat_test_acc_std",
             "citeseer_gcn_test_acc_std", "cora_gcn_seconds_per_run", "cora_gat_seconds_per_run"],
@@ -39,6 +43,7 @@ REQUIRED = {
                   "attention_task_bag_ceiling"],
 }
 ORDERED = {  # (smaller, larger): the first must end below the second
+    "foundations": [("softmax_fashion_mnist_test_acc", "mlp_fashion_mnist_test_acc")],
     "cnn": [("residual_deep_final_loss", "plain_deep_final_loss")],
     "attention": [("attention_task_baseline_acc", "attention_task_test_acc"),
                   ("attention_task_lstm_acc", "attention_task_test_acc")],
