@@ -1,0 +1,211 @@
+"""Exercises of the Transformer chapter."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import Wrong, exercise, forbid, is_int
+
+
+def _decoder_params(d_model: int, d_ff: int) -> int:
+    attention = 4 * (d_model * d_model + d_model)  # W^Q, W^K, W^V, W^O with biases
+    ffn = d_model * d_ff + d_ff + d_ff * d_model + d_model
+    norms = 3 * 2 * d_model  # gain and bias of three LayerNorms
+    return 2 * attention + ffn + norms
+
+
+@exercise(
+    "transformer.decoder_layer_params",
+    "Write decoder_layer_params(d_model, num_heads, d_ff): the number of parameters of "
+    "transformer.DecoderLayer(d_model, num_heads, d_ff) (every linear layer and LayerNorm has its "
+    "bias). Derive it from the layer's structure; building layers to count them is not allowed.",
+    "Two attentions (masked self-attention and cross-attention), each with four d_model x d_model "
+    "projections and their biases: 2 * 4 * (d^2 + d). The feed-forward network: d*d_ff + d_ff + "
+    "d_ff*d + d. Three LayerNorms, each with a gain and a bias per feature: 3 * 2d. The number of "
+    "heads does not appear: the heads split the projected vectors, they add no weights. With "
+    "d_ff = 4d the feed-forward network holds half of the weights and each attention a quarter.",
+)
+def _decoder_layer_params(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function decoder_layer_params(d_model, num_heads, d_ff).")
+    from .. import attention, transformer
+
+    rule = "derive the count from the structure; build no layers"
+    cases = [(64, 4, 256), (32, 2, 64), (48, 8, 100), (16, 1, 16), (128, 16, 512)]
+    for d, nh, d_ff in cases:
+        with forbid(rule, (nn.Linear, "__init__"), (nn.LayerNorm, "__init__"),
+                    (nn.MultiheadAttention, "__init__"), (attention.MultiHeadAttention, "__init__"),
+                    (transformer.DecoderLayer, "__init__"), (nn.TransformerDecoderLayer, "__init__")):
+            got = answer(d, nh, d_ff)
+        if not is_int(got):
+            raise Wrong(f"for d_model={d}, num_heads={nh}, d_ff={d_ff} you return {got!r}; return a whole "
+                        f"number.")
+        want = _decoder_params(d, d_ff)
+        if got == want:
+            continue
+        attention_block = 4 * (d * d + d)
+        if got == want - attention_block:
+            raise Wrong("you counted one attention. A decoder layer has two: which one reads the encoder?")
+        if got == want - 2 * d or got == want - 4 * d:
+            raise Wrong("check the LayerNorms: how many are there in a decoder layer?")
+        if got == want - 3 * d:
+            raise Wrong("a LayerNorm has a gain *and* a bias for every feature.")
+        if got == want - 6 * d:
+            raise Wrong("the LayerNorms have parameters too.")
+        if got == 8 * d * d + 2 * d * d_ff:
+            raise Wrong("the linear layers have biases: every one of them adds one number per output.")
+        if any(got == want + extra for extra in (8 * d * d * (nh - 1), 2 * attention_block * (nh - 1))) and nh > 1:
+            raise Wrong("how many weights do the heads add? Look at what splitting into heads does to "
+                        "the projections.")
+        raise Wrong(f"for d_model={d}, num_heads={nh}, d_ff={d_ff} your count is {got}; it is off by "
+                    f"{want - got}. List the layer's linear layers and LayerNorms one by one.")
+
+
+def _prefix_mask(T: int, P: int) -> torch.Tensor:
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    return (j < P) | (j <= i)
+
+
+@exercise(
+    "transformer.prefix_lm_mask",
+    "A decoder-only model reads a prompt of n_prompt tokens in both directions and generates the rest "
+    "causally (a prefix language model). Write prefix_lm_mask(T, n_prompt) -> (T, T) boolean mask, "
+    "True = may attend: every position may attend to all n_prompt prompt positions, and a position "
+    "after the prompt also to itself and to every position before it.",
+    "mask[i, j] = (j < n_prompt) | (j <= i): one line. The prompt is one block that sees itself entirely; "
+    "after it the mask is the causal triangle. A prompt position must not see the generated tokens, "
+    "which do not exist yet when it is read. With n_prompt = 0 this is the causal mask, with "
+    "n_prompt = T full attention. T5's and UniLM's prefix language models use this mask.",
+)
+def _prefix_lm_mask(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function prefix_lm_mask(T, n_prompt).")
+    for T, P in [(6, 2), (5, 0), (4, 4), (8, 3), (1, 1), (7, 1)]:
+        got = answer(T, P)
+        where = f"for T={T}, n_prompt={P}"
+        if not isinstance(got, torch.Tensor):
+            raise Wrong(f"{where} you return a {type(got).__name__}; return a tensor.")
+        if tuple(got.shape) != (T, T):
+            raise Wrong(f"{where} the mask should have shape ({T}, {T}); yours has {tuple(got.shape)}.")
+        if got.dtype != torch.bool:
+            raise Wrong(f"{where} the mask should be boolean; yours has dtype {got.dtype}.")
+        want = _prefix_mask(T, P)
+        if torch.equal(got, want):
+            continue
+        if torch.equal(got, ~want):
+            raise Wrong("your mask is inverted: True means *may attend*.")
+        if torch.equal(got, want.T):
+            raise Wrong(f"{where} your mask is transposed: rows are queries, columns keys.")
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        if torch.equal(got, causal) and P > 1:
+            raise Wrong(f"{where} that is the causal mask: the prompt positions should see the whole "
+                        f"prompt.")
+        rows = torch.arange(T)[:, None]
+        if torch.equal(got, want | (rows < P)) and P < T:
+            raise Wrong(f"{where} the prompt positions can see the generated tokens, which come later.")
+        raise Wrong(f"{where} your mask differs from the expected one in {(got != want).sum().item()} places.")
+
+
+def _top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    probs = torch.softmax(logits.double(), dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above
+    keep_sorted = before < p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return keep
+
+
+@exercise(
+    "transformer.top_p",
+    "Nucleus (top-p) sampling draws from the smallest set of the most probable tokens whose probabilities "
+    "add up to at least p. Write top_p_filter(logits, p): for logits of shape (B, V), return logits of "
+    "the same shape with every token outside its row's set replaced by -inf (the others unchanged).",
+    "Sort each row's probabilities in decreasing order; a token is kept when the tokens ranked above it "
+    "hold less than p of the mass (cumsum minus its own probability < p), so the token that crosses p "
+    "is kept too; then scatter the decision back to the original order. Unlike top-k, the number of "
+    "candidates adapts: one token when the model is sure, many when it is not (Holtzman et al., 2020).",
+)
+def _top_p_check(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function top_p_filter(logits, p).")
+    gen = torch.Generator().manual_seed(0)
+    cases = [
+        (torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])), 0.7),
+        (torch.log(torch.tensor([[0.05, 0.6, 0.1, 0.25]])), 0.8),
+        (torch.log(torch.tensor([[0.9, 0.05, 0.05 - 1e-3, 1e-3]])), 0.5),
+        (torch.log(torch.tensor([[0.4, 0.35, 0.25]])), 0.999),
+        (3 * torch.randn(5, 12, generator=gen), 0.9),
+        (torch.randn(3, 30, generator=gen), 0.5),
+    ]
+    for logits, p in cases:
+        got = answer(logits.clone(), p)
+        where = f"for p={p} and logits {[round(v, 2) for v in logits[0, :6].tolist()]}..."
+        if not isinstance(got, torch.Tensor) or got.shape != logits.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise Wrong(f"{where} return a tensor of shape {tuple(logits.shape)}; got {shape}.")
+        keep = _top_p(logits, p)
+        kept = torch.isfinite(got)
+        if torch.equal(kept, keep):
+            if not torch.allclose(got[kept].double(), logits[kept].double(), atol=1e-6):
+                raise Wrong(f"{where} the kept tokens are the right ones, but their logits changed: leave "
+                            f"them as they were.")
+            if not torch.all(got[~kept] == -math.inf):
+                raise Wrong(f"{where} replace the removed tokens' logits by -inf.")
+            continue
+        probs = torch.softmax(logits.double(), -1)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        exclusive = torch.zeros_like(keep).scatter(-1, order, sorted_probs.cumsum(-1) < p)
+        if torch.equal(kept, exclusive):
+            raise Wrong(f"{where} you keep too few tokens: the set must hold at least p of the "
+                        f"probability, so the token that crosses p belongs to it.")
+        if torch.equal(kept, keep.flip(-1)) or kept.sum() == keep.sum():
+            raise Wrong(f"{where} you keep the right number of tokens but not the right ones: the set is "
+                        f"made of the *most* probable tokens.")
+        if bool(kept.all()):
+            raise Wrong(f"{where} you keep every token.")
+        raise Wrong(f"{where} you keep {int(kept.sum())} tokens where {int(keep.sum())} are expected.")
+
+
+def _changed(p: float, V: int) -> float:
+    return p * (0.8 + 0.1 * (1 - 1 / V))
+
+
+@exercise(
+    "transformer.changed_fraction",
+    "With BERT's rule (choose each position with probability p_mask; replace a chosen token by [MASK] with "
+    "probability 0.8, by a token drawn uniformly from the V tokens of the vocabulary with probability "
+    "0.1, keep it with probability 0.1), what fraction of the input tokens differ from the original, on "
+    "average? Write changed_fraction(p_mask, V).",
+    "p_mask * (0.8 + 0.1 * (1 - 1/V)): a [MASK] always differs; a random token differs unless it happens to "
+    "be the original, which it is with probability 1/V; a kept token never differs. For p_mask = 0.15 and a "
+    "large vocabulary that is about 13.5% of the tokens, yet the model is asked to predict 15%: it "
+    "cannot tell which of the unchanged tokens are among them, so it must keep a good representation of "
+    "every token.",
+)
+def _changed_fraction(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function changed_fraction(p_mask, V).")
+    for p, V in [(0.15, 30000), (0.15, 68), (0.5, 2), (0.3, 10), (1.0, 5), (0.0, 7)]:
+        got = answer(p, V)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise Wrong(f"for p_mask={p}, V={V} you return {got!r}; return a number.") from None
+        want = _changed(p, V)
+        if abs(got - want) <= 1e-9:
+            continue
+        if p > 0:
+            if abs(got - 0.9 * p) <= 1e-9:
+                raise Wrong("a randomly drawn token is sometimes the original one.")
+            if abs(got - 0.8 * p) <= 1e-9:
+                raise Wrong("a token replaced by a random one is usually different too.")
+            if abs(got - p) <= 1e-9:
+                raise Wrong("not every chosen token is changed: some are kept as they are.")
+            if abs(got - p * (0.8 + 0.1 * (1 - 1 / (V + 3)))) <= 1e-9:
+                raise Wrong("the random token is drawn from the V tokens of the vocabulary.")
+        raise Wrong(f"for p_mask={p}, V={V} your answer is {got:.6f}; follow one position through the three "
+                    f"cases and ask, in each, whether the input differs from the original.")
