@@ -25,6 +25,11 @@ TARGETS = {
                     "backprop_max_abs_err": ("<=", 1e-6)},
     "cnn": {"mnist_test_acc": (">=", 0.993), "fashion_mnist_test_acc": (">=", 0.915),
             "mnist_seconds_to_99": ("<=", 60.0)},
+    "optimizers": {"optimizer_parity_max_abs_err": ("<=", 1e-6), "scheduler_parity_max_abs_err": ("<=", 1e-9),
+                   "adam_mnist_test_acc_mean": (">=", 0.978)},
+    "transformer": {"seq2seq_greedy_exact_match": (">=", 0.99), "char_gpt_val_loss": ("<=", 1.65),
+                    "vit_mnist_test_acc": (">=", 0.975), "encoder_parity_max_abs_err": ("<=", 1e-5),
+                    "decoder_parity_max_abs_err": ("<=", 1e-5)},
     "gnn": {"cora_gcn_test_acc_mean": (">=", 0.810), "cora_gat_test_acc_mean": (">=", 0.820),
             "citeseer_gcn_test_acc_mean": (">=", 0.700), "gin_sum_test_acc": (">=", 0.95),
             "gin_mean_test_acc": ("<=", 0.6), "gin_max_test_acc": ("<=", 0.6),
@@ -37,6 +42,12 @@ REQUIRED = {
     "foundations": ["gradcheck_max_rel_err", "softmax_fashion_mnist_test_acc_stderr",
                     "mlp_fashion_mnist_test_acc_stderr", "softmax_fashion_mnist_val_acc", "mlp_fashion_mnist_val_acc"],
     "cnn": ["rotation_acc_at_45", "plain_deep_final_loss", "residual_deep_final_loss", "mnist_test_acc_stderr"],
+    "optimizers": ["ours_vs_torch_step_time_ratio"]
+                  + [f"{name}_mnist_test_acc_{stat}"
+                     for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "amsgrad",
+                                  "radam", "lookahead", "adam_constant")
+                     for stat in ("mean", "std")],
+    "transformer": ["seq2seq_beam_exact_match", "char_gpt_train_seconds", "bert_masked_char_acc", "kv_cache_speedup"],
     "gnn": ["cora_mlp_test_acc_mean", "cora_mlp_test_acc_std", "cora_gcn_test_acc_std", "cora_gat_test_acc_std",
             "citeseer_gcn_test_acc_std", "cora_gcn_seconds_per_run", "cora_gat_seconds_per_run"],
     "attention": ["attention_task_baseline_acc", "attention_vs_sdpa_time_ratio", "attention_task_lstm_acc",
