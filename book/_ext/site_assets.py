@@ -11,9 +11,15 @@
   MathJax 2 call reach MathJax 3.
 - A script or stylesheet with an absolute URL is a warning, which the
   build (run with warnings as errors) turns into a failure.
+- Matplotlib's JavaScript animations (``to_jshtml``) link Font Awesome from
+  a CDN for their button icons; that link is removed from the written pages
+  (the theme's own Font Awesome, served from the site, draws the icons).
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 from sphinx.util import logging
 
@@ -60,6 +66,19 @@ def clean_page(app, pagename, templatename, context, doctree):
             logger.warning(f"{pagename}: {name} would be loaded from another host; serve it from the site")
 
 
+FONT_AWESOME_LINK = re.compile(r'<link[^>]*href="https?://[^"]*font-awesome[^"]*"[^>]*>\s*')
+
+
+def drop_font_awesome(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in Path(app.outdir).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if "font-awesome" in text:
+            page.write_text(FONT_AWESOME_LINK.sub("", text), encoding="utf-8")
+
+
 def setup(app):
     app.connect("html-page-context", clean_page, priority=900)
+    app.connect("build-finished", drop_font_awesome)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1.0"}
