@@ -112,3 +112,66 @@ def test_a_new_exercise_module_needs_no_other_edit(tmp_path, monkeypatch):
         sys.modules.pop("dlbook.exercises.newtopic", None)
         if hasattr(exercises, "newtopic"):
             delattr(exercises, "newtopic")
+
+
+# the verdict is shown, the worked answer folded ---------------------------------------
+
+class _Kernel:
+    """Stands in for an IPython kernel shell (check() folds only where HTML is shown)."""
+    kernel = object()
+
+
+def test_in_a_notebook_the_verdict_shows_and_the_explanation_is_folded(monkeypatch, capsys):
+    import IPython
+    from IPython.core import display_functions
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Kernel())
+    monkeypatch.setattr(display_functions, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append((obj, raw)))
+    key = "cnn.classifier_receptive_rows"
+    result = exercises.check(key, (-2, 13))
+    out = capsys.readouterr().out
+    explanation = exercises.get(key).explanation
+    assert result.passed and out == f"PASS [{key}]\n", "only the verdict is printed"
+    (data, raw), = shown
+    assert raw is True
+    html = data["text/html"]
+    assert html.startswith('<details class="dlbook-explanation"><summary>') and html.endswith("</details>")
+    assert " open" not in html.split(">")[0], "the block must start folded"
+    import html as html_module
+    assert html_module.escape(explanation) in html
+    assert explanation[:40] not in data["text/plain"], "the plain-text form must not give the answer"
+
+
+def test_html_in_an_explanation_is_escaped(monkeypatch, capsys):
+    import IPython
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Kernel())
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.setattr(exercises, "_REGISTRY", dict(exercises._REGISTRY))
+    exercises.exercise("test.markup", "prompt", "x < y & <b>bold</b>")(lambda answer: None)
+    exercises.check("test.markup", 0)
+    assert "x &lt; y &amp; &lt;b&gt;bold&lt;/b&gt;" in shown[0]["text/html"]
+
+
+def test_outside_a_notebook_the_explanation_follows_the_verdict(capsys):
+    key = "cnn.classifier_receptive_rows"
+    exercises.check(key, (-2, 13))
+    out = capsys.readouterr().out
+    first, rest = out.split("\n", 1)
+    assert first == f"PASS [{key}]"
+    assert " ".join(rest.split()).startswith("Why: " + " ".join(exercises.get(key).explanation.split())[:30])
+
+
+def test_a_failure_shows_its_hint_and_no_folded_block(monkeypatch, capsys):
+    import IPython
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Kernel())
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    result = exercises.check("cnn.classifier_receptive_rows", (0, 0))
+    out = capsys.readouterr().out
+    assert not result.passed and out.startswith("FAIL [cnn.classifier_receptive_rows] not yet. Hint:")
+    assert shown == []

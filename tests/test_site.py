@@ -212,3 +212,36 @@ def test_code_and_outputs_fit_the_column_on_a_desktop(browser, server, page_path
     finally:
         page.close()
     assert not cut, f"{page_path}: {len(cut)} blocks wider than the column, e.g. {cut[0][:90]!r}"
+
+
+def _fragments(text: str, size: int = 60) -> list[str]:
+    """Whitespace-normalized pieces of an explanation, as a browser would show them."""
+    words = " ".join(text.split())
+    return [words[i:i + size] for i in range(0, max(1, len(words) - size // 2), size)][:4]
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if p.startswith("notebooks/")])
+def test_no_exercise_explanation_is_visible_without_a_click(browser, server, page_path):
+    """Under each exercise the website shows the check's verdict; its worked
+    explanation (the answer) is folded until the reader opens it."""
+    from dlbook import exercises
+
+    page, errors, _ = open_page(browser, server, page_path)
+    try:
+        visible = " ".join(page.evaluate("() => document.body.innerText").split())
+        keys = sorted(set(re.findall(r"PASS \[([a-z0-9_]+\.[a-z0-9_]+)\]", visible)))
+        shown = {key: frag for key in keys for frag in _fragments(exercises.get(key).explanation)
+                 if frag in visible}
+        folded = page.evaluate("""() => Array.from(document.querySelectorAll('details.dlbook-explanation'))
+            .map(d => d.open)""")
+        # opening one proves the explanation is there, one click away
+        page.locator("details.dlbook-explanation > summary").first.click()
+        opened = " ".join(page.evaluate("() => document.body.innerText").split())
+    finally:
+        page.close()
+    assert keys, f"{page_path}: no exercise verdict (PASS [key]) on the page"
+    assert not shown, f"{page_path}: exercise explanations visible without a click: {shown}"
+    assert len(folded) == len(keys) and not any(folded), \
+        f"{page_path}: {len(keys)} verdicts but folded explanations {folded}"
+    assert any(frag in opened for key in keys for frag in _fragments(exercises.get(key).explanation)), \
+        f"{page_path}: opening an explanation showed none of them"

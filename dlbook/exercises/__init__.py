@@ -2,8 +2,9 @@
 
 Each exercise has a key such as ``"cnn.output_size"`` and a checker kept in
 this package. :func:`check` runs the checker on a reader's answer and prints
-a pass with a short explanation, or a fail with a hint; it never prints the
-solution.
+the verdict: a pass, with the worked explanation folded behind a click in a
+notebook (the website shows stored outputs right under the exercise), or a
+fail with a hint that does not give the answer away.
 
 A chapter's exercises live in a module of this package named after the
 chapter (``dlbook/exercises/cnn.py``); a new module is found by itself.
@@ -12,6 +13,7 @@ chapter (``dlbook/exercises/cnn.py``); a new module is found by itself.
 from __future__ import annotations
 
 import contextlib
+import html
 import importlib
 import pkgutil
 import re
@@ -170,6 +172,45 @@ def check(key: str, answer: Any, verbose: bool = True) -> Result:
     else:
         result = Result(key, True, ex.explanation)
     if verbose:
-        print(textwrap.fill(f"{'PASS' if result.passed else 'FAIL'} [{key}] {result.message}", WIDTH,
-                            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
+        _show(result)
     return result
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, WIDTH, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel, where rich (HTML) output is shown."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _show(result: Result) -> None:
+    """Print the verdict; after a pass, put the worked explanation behind a click.
+
+    The verdict (``PASS [key]``, or ``FAIL [key]`` with a hint that does not
+    give the answer away) is always visible. A pass's explanation holds the
+    answer, and the website shows stored outputs right under the exercise:
+    in a notebook it goes into a folded ``<details>`` block (its plain-text
+    form says only that it is folded), elsewhere it is printed below.
+    """
+    if not result.passed:
+        print(_wrap(f"FAIL [{result.key}] {result.message}"))
+        return
+    print(f"PASS [{result.key}]")
+    if not _in_notebook():
+        print(_wrap(f"Why: {result.message}"))
+        return
+    from IPython.display import display
+
+    body = html.escape(result.message)
+    display({
+        "text/html": f'<details class="dlbook-explanation"><summary>Why it is right (the worked answer)'
+                     f'</summary><p>{body}</p></details>',
+        "text/plain": "(the worked answer is folded; open it in a notebook viewer that shows HTML)",
+    }, raw=True)
