@@ -647,13 +647,18 @@ def zoom(x: torch.Tensor, factor: float, fill: float | None = None) -> torch.Ten
 def shift(x: torch.Tensor, pixels: float, fill: float | None = None) -> torch.Tensor:
     """Move each image ``pixels`` to the right and ``pixels`` down (square images).
 
-    A pixel is $2 / W$ on the grid from $-1$ to $1$.
+    A pixel is $2 / W$ on the grid from $-1$ to $1$. ``|pixels|`` is at most
+    the side minus 1: a larger shift leaves nothing of the image.
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
     """
     pixels = check_float(pixels, "pixels")
     _check_images(x, "shift", x.shape[1] if isinstance(x, torch.Tensor) and x.dim() == 4 else 1)
+    side = min(x.shape[-2:])
+    if abs(pixels) > side - 1:
+        raise ValueError(f"pixels must lie in [-{side - 1}, {side - 1}] for {x.shape[-2]}x{x.shape[-1]} images "
+                         f"(a shift of {side} moves the whole image out of the frame); got {pixels:g}")
     t = -2 * pixels / x.shape[-1]
     return affine(x, torch.tensor([[1.0, 0.0, t], [0.0, 1.0, t]]), fill)
 

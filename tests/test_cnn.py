@@ -846,3 +846,11 @@ def test_shift_and_zoom():
         cnn.zoom(x, 0)
     with pytest.raises(ValueError, match="theta"):
         cnn.affine(x, torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize("pixels", [8, -8, 100, 7.5])
+def test_a_shift_that_leaves_nothing_of_the_image_is_refused(pixels):
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"pixels must lie in \[-7, 7\] for 8x8 images"):
+        cnn.shift(x, pixels)
+    assert cnn.shift(x, 7).shape == x.shape and cnn.shift(x, -7).shape == x.shape
