@@ -22,7 +22,7 @@ help:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements.txt pyproject.toml
+$(VENV_STAMP): requirements.txt pyproject.toml dlbook/_version.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

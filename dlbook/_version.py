@@ -4,4 +4,4 @@ The package's metadata (pyproject.toml) reads it from here, and modules
 that report it (env, results) import it without importing the whole package.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -46,6 +46,16 @@ def test_the_book_has_no_repository_yet():
 def test_version_and_release_tag_come_from_the_package():
     assert badges.version() == dlbook.__version__
     assert badges.release_ref() == TAG
+    assert badges.release_ref("0.1.0") == "v0.1.0"
+    assert badges.VERSION.fullmatch(dlbook.__version__)
+
+
+def test_the_version_is_semantic_and_the_changelog_describes_it():
+    """X.Y.Z, bumped when the API changes; CHANGELOG.md has a section for it."""
+    assert re.fullmatch(r"\d+\.\d+\.\d+", dlbook.__version__)
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(rf"^## {re.escape(dlbook.__version__)}\b", changelog, re.M), (
+        f"CHANGELOG.md has no section '## {dlbook.__version__}'")
 
 
 @pytest.mark.parametrize("config, expected", [
@@ -118,10 +128,10 @@ def test_badges_without_a_repository_link_nowhere_and_say_why():
     assert len(images) == 2  # inline: no image from another host
 
 
-def _chapter(folder: Path, config: dict) -> Path:
+def _chapter(folder: Path, config: dict, recorded: str | None = None) -> Path:
     nb = new_notebook(cells=[
         new_markdown_cell("# Title\n\nOne line.\n\n" + badges.badge_line("notebooks/01_x.ipynb", config)),
-        new_code_cell(badges.install_source(config)),
+        new_code_cell(badges.install_source(config, recorded)),
         new_code_cell("import dlbook"),
     ])
     path = folder / "notebooks" / "01_x.ipynb"
@@ -137,7 +147,7 @@ def test_update_brings_a_chapter_in_step(tmp_path, old, new):
     before = path.read_text()
     problems = badges.update(path, new, write=False, root=tmp_path)
     assert problems == ["01_x.ipynb: badges do not match _config.yml",
-                        "01_x.ipynb: the install cell does not match _config.yml"]
+                        "01_x.ipynb: the install cell does not match _config.yml"]  # same version
     assert path.read_text() == before  # --check writes nothing
     assert badges.update(path, new, write=True, root=tmp_path) == problems
     nb = json.loads(path.read_text())
@@ -154,6 +164,96 @@ def test_update_reports_a_chapter_without_badges_or_install_cell(tmp_path):
     assert badges.update(path, UNSET, write=True, root=tmp_path) == [
         "01_x.ipynb: the first markdown cell has no badge line",
         "01_x.ipynb: the first code cell is not the install cell"]
+
+
+# the install cell names the version the chapter was run with --------------------------------
+
+def _results(folder: Path, slug: str, version: str) -> Path:
+    path = folder / "results" / f"{slug}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"chapter": slug, "dlbook": version, "seconds": 1.0}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("config", [UNSET, SET])
+def test_install_cell_names_the_version_a_chapter_recorded(tmp_path, config):
+    """A chapter whose stored run recorded 0.1.0 installs 0.1.0, whatever the package says now."""
+    path = _chapter(tmp_path, config)  # written with the current version
+    _results(tmp_path, "x", "0.1.0")
+    problems = badges.update(path, config, write=True, root=tmp_path)
+    assert problems == [f"01_x.ipynb: the install cell names dlbook {dlbook.__version__}, not 0.1.0 "
+                        f"(recorded in results/x.json)"] or dlbook.__version__ == "0.1.0"
+    source = json.loads(path.read_text())["cells"][1]["source"]
+    assert badges.named_version(source) == "0.1.0"
+    assert "# dlbook 0.1.0: the version this chapter's outputs were made with." in source
+    if config is SET:
+        assert f'"dlbook @ git+{URL}@v0.1.0"' in source and TAG not in source.replace("v0.1.0", "")
+    else:
+        assert " 0.1.0 from a copy of the book" in source
+    assert max(len(line) for line in source.splitlines()) <= 79
+    # the badges still open the book's current release
+    assert f"/blob/{TAG}/" in json.loads(path.read_text())["cells"][0]["source"] or config is UNSET
+    assert badges.update(path, config, write=False, root=tmp_path) == []
+
+
+def test_install_cell_follows_a_new_recorded_version(tmp_path):
+    path = _chapter(tmp_path, SET, recorded="0.1.0")
+    _results(tmp_path, "x", "0.1.0")
+    assert badges.update(path, SET, write=False, root=tmp_path) == []
+    _results(tmp_path, "x", "0.3.1")  # the chapter was run again
+    assert badges.update(path, SET, write=True, root=tmp_path) == [
+        "01_x.ipynb: the install cell names dlbook 0.1.0, not 0.3.1 (recorded in results/x.json)"]
+    source = json.loads(path.read_text())["cells"][1]["source"]
+    assert badges.named_version(source) == "0.3.1" and '@v0.3.1"' in source
+
+
+def test_a_chapter_without_results_installs_the_current_version_and_says_so(tmp_path):
+    path = _chapter(tmp_path, SET, recorded="0.1.0")
+    problems = badges.update(path, SET, write=True, root=tmp_path)
+    assert problems == [f"01_x.ipynb: the install cell names dlbook 0.1.0, not {dlbook.__version__} "
+                        f"(the current version: no results/x.json yet)"]
+    source = json.loads(path.read_text())["cells"][1]["source"]
+    assert badges.named_version(source) == dlbook.__version__ and f'@{TAG}"' in source
+    assert f"# dlbook {dlbook.__version__} (the current one): this chapter has no stored run yet." in source
+
+
+def test_the_command_notes_a_chapter_without_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(badges, "ROOT", tmp_path)
+    path = _chapter(tmp_path, badges.load_config())
+    assert badges.main(["--check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: 01_x.ipynb has no results/x.json yet, so its install cell names the current version, " \
+           f"{dlbook.__version__}" in out
+
+
+@pytest.mark.parametrize("record", ['{"seconds": 1}', '{"dlbook": "0.1"}', '{"dlbook": "0.1.0\\n"}',
+                                    '{"dlbook": "0.1.0\\n import os"}', "[1, 2]", "not json"])
+def test_a_results_file_without_a_good_version_is_refused(tmp_path, record):
+    path = _chapter(tmp_path, SET)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x.json").write_text(record)
+    with pytest.raises(ValueError, match="x.json"):
+        badges.update(path, SET, write=True, root=tmp_path)
+
+
+def _chapters():
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", _chapters(), ids=lambda p: p.name)
+def test_every_chapter_installs_the_version_its_results_record(path):
+    """The book's own chapters: the install cell names exactly the dlbook that
+    results/<slug>.json says the stored outputs were made with."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    source = next(c for c in nb["cells"] if c["cell_type"] == "code")["source"]
+    source = source if isinstance(source, str) else "".join(source)
+    results = badges.results_file(path)
+    assert results.is_file(), f"{path.name}: no {results.relative_to(ROOT)}"
+    recorded = json.loads(results.read_text(encoding="utf-8"))["dlbook"]
+    assert badges.named_version(source) == recorded, (
+        f"{path.name} installs {badges.named_version(source)}, its stored run recorded {recorded}: "
+        f"run python tools/badges.py")
+    assert source == badges.install_source(badges.load_config(), recorded)
 
 
 def test_check_refuses_a_bad_setting(tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@ that regenerates a chapter's stored outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tools import execute, run_tests
+from tools import badges, execute, run_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,7 +214,7 @@ def test_execute_command_defaults_to_the_full_profile_and_times_smoke_first(tmp_
     nbformat.write(_notebook([new_markdown_cell(table)]), path)
     results = tmp_path / "results"
     results.mkdir()
-    (results / "x.json").write_text('{"seconds": 432.4}')
+    (results / "x.json").write_text(json.dumps({"seconds": 432.4, "dlbook": badges.version()}))
     monkeypatch.setenv("DLBOOK_RESULTS", str(results))
     runs = []
     monkeypatch.setattr(execute, "execute",
@@ -227,6 +228,59 @@ def test_execute_command_defaults_to_the_full_profile_and_times_smoke_first(tmp_
     assert text.endswith("After the table.")
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "$(PY) tools/execute.py $(NB)" in makefile  # make execute: no --profile, so full
+
+
+def _install_cell(nb) -> str:
+    return next(c for c in nb.cells if c.cell_type == "code").source
+
+
+def test_after_execute_the_install_cell_names_the_version_the_run_recorded(tmp_path, monkeypatch):
+    """make execute, end to end on a tiny chapter whose stored run (and install cell) said 0.1.0."""
+    config = badges.load_config()
+    path = tmp_path / "notebooks" / "01_foundations.ipynb"
+    path.parent.mkdir()
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "foundations.json").write_text(json.dumps({"dlbook": "0.1.0", "seconds": 1.0}))
+    monkeypatch.setenv("DLBOOK_RESULTS", str(results))
+    nbformat.write(_notebook([
+        new_markdown_cell("# Foundations\n\n" + badges.badge_line("notebooks/01_foundations.ipynb", config)),
+        new_code_cell(badges.install_source(config, "0.1.0")),
+        new_code_cell("import dlbook\ndlbook.results.save('foundations', {'one': 1.0})"),
+    ]), path)
+    assert badges.named_version(_install_cell(nbformat.read(path, as_version=4))) == "0.1.0"
+    assert execute.main([str(path)]) == 0
+    record = json.loads((results / "foundations.json").read_text())
+    assert record["profile"] == "full" and record["dlbook"] == badges.version()
+    nb = nbformat.read(path, as_version=4)
+    assert badges.named_version(_install_cell(nb)) == record["dlbook"]
+    assert _install_cell(nb) == badges.install_source(config, record["dlbook"])
+    assert badges.update(path, config, write=False, root=tmp_path) == []  # what badges.py --check says
+
+
+def test_a_failed_run_leaves_the_install_cell_as_it_was(tmp_path):
+    from nbclient.exceptions import CellExecutionError
+
+    config = badges.load_config()
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([new_code_cell(badges.install_source(config, "0.1.0")), new_code_cell("1 / 0")]), path)
+    before = path.read_bytes()
+    with pytest.raises(CellExecutionError):
+        execute.execute(path, profile="smoke")
+    assert path.read_bytes() == before
+
+
+def test_execute_says_when_the_kernel_ran_another_dlbook(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(_notebook([new_code_cell(badges.install_source(badges.load_config(), badges.version()))]), path)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "x.json").write_text(json.dumps({"seconds": 3.0, "dlbook": "0.0.1"}))
+    monkeypatch.setenv("DLBOOK_RESULTS", str(results))
+    monkeypatch.setattr(execute, "execute", lambda p, profile, workdir=None: 1.0)
+    assert execute.main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "recorded dlbook 0.0.1" in err and f"names {badges.version()}" in err and "make venv" in err
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (19.2, "19 s"), (59.4, "59 s"), (60, "60 s (1.0 min)"),

@@ -5,11 +5,17 @@ _config.yml.
     python tools/badges.py          # rewrite them in notebooks/*.ipynb
     python tools/badges.py --check  # exit 1 if any notebook is out of step
 
-Badges and install cell name the release, never a branch: the tag
-``v<dlbook.__version__>`` (dlbook/_version.py), so a reader runs the chapter
-with the package it was written for, and nothing that is pushed later. Until
-the book has a repository of its own the setting stays empty, and then the
-badges and the install cell say so instead of naming someone else's.
+Badges and install cell name releases, never a branch, so nothing that is
+pushed later changes what a reader runs. The badges open the chapter at the
+book's current release, the tag ``v<dlbook.__version__>`` (dlbook/_version.py).
+The install cell installs the ``dlbook`` the chapter's stored outputs were
+made with: the version its full run recorded in ``results/<slug>.json``
+(field ``"dlbook"``), or, for a chapter with no stored run yet, the current
+version, and the cell says which. ``tools/execute.py`` pins the install cell
+to the running version before it runs a chapter, so after ``make execute``
+the cell names the version that ``results/<slug>.json`` records. Until the
+book has a repository of its own the setting stays empty, and then the badges
+and the install cell say so instead of naming someone else's.
 
 The badges are small SVGs inlined as data URIs (in an HTML line, since
 Markdown parsers refuse SVG data URIs), so neither the website nor the
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import json
 import re
 import runpy
@@ -31,8 +38,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "_config.yml"
 VERSION_FILE = ROOT / "dlbook" / "_version.py"
+RESULTS = "results"  # a chapter's stored results: <book root>/results/<slug>.json
 BADGE_LINE = re.compile(r'^(?:<a href="https://colab\.research\.google\.com/|<img alt="Open in Colab).*$', re.M)
 INSTALL_MARK = "# Colab and Kaggle: install dlbook"
+VERSION = re.compile(r"\d+\.\d+\.\d+[0-9A-Za-z.+-]*")  # what a version may look like (fullmatch)
+NAMED = re.compile(r"^# dlbook (\d[^\s:]*)", re.M)  # the install cell's line that names its version
 PIP_ARGS = ("install", "--quiet")  # the install cell's pip arguments, before the requirement
 GITHUB = re.compile(r"^https://github\.com/[\w.-]+/[\w.-]+$")
 NOT_SET = ("Not available until the book's repository is set: set `url:` under `repository:` in "
@@ -64,14 +74,44 @@ def version() -> str:
     return runpy.run_path(str(VERSION_FILE))["__version__"]
 
 
-def release_ref() -> str:
-    """The git tag of this version: what badges, install cell and launch buttons name."""
-    return f"v{version()}"
+def release_ref(version_: str | None = None) -> str:
+    """The git tag of a version (default: this one, what badges and launch buttons name)."""
+    return f"v{version_ or version()}"
 
 
-def requirement(url: str) -> str:
-    """What pip installs: dlbook at the release tag of the book's repository."""
-    return f"dlbook @ git+{url}@{release_ref()}"
+def requirement(url: str, version_: str | None = None) -> str:
+    """What pip installs: dlbook at the release tag of a version (default: this one)."""
+    return f"dlbook @ git+{url}@{release_ref(version_)}"
+
+
+def results_file(notebook: Path, root: Path | None = None) -> Path:
+    """``results/<slug>.json`` of the chapter ``NN_slug.ipynb``, in the book at ``root`` (default: this one)."""
+    slug = Path(notebook).stem.split("_", 1)[-1]
+    return Path(root or ROOT) / RESULTS / f"{slug}.json"
+
+
+def recorded_version(notebook: Path, root: Path | None = None) -> str | None:
+    """The dlbook version the chapter's stored run recorded, or ``None`` when it has no results file.
+
+    Raises:
+        ValueError: for a results file without a well-formed ``"dlbook"`` version.
+    """
+    path = results_file(notebook, root)
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("dlbook")
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{path} is not a results record (a JSON object): {err}") from err
+    if not isinstance(recorded, str) or not VERSION.fullmatch(recorded):
+        raise ValueError(f'{path} records no dlbook version ("dlbook": "X.Y.Z"); got {recorded!r}')
+    return recorded
+
+
+def named_version(source: str) -> str | None:
+    """The dlbook version an install cell's source names, or ``None``."""
+    match = NAMED.search(source)
+    return match.group(1) if match else None
 
 
 def _svg(label: str, color: str) -> str:
@@ -99,9 +139,19 @@ def badge_line(rel_path: str, config: dict) -> str:
             f'<a href="{kaggle}"><img alt="Open in Kaggle" src="{_svg("Open in Kaggle", "#20beff")}"></a>')
 
 
-def install_source(config: dict) -> str:
-    """The first code cell of every chapter."""
-    head = f"{INSTALL_MARK} when missing (keeps the platform's torch).\n"
+def install_source(config: dict, recorded: str | None = None) -> str:
+    """The first code cell of a chapter.
+
+    It installs ``recorded``, the dlbook version the chapter's stored run
+    recorded; a chapter with no stored run (``None``) gets the current
+    version, and the cell says so.
+    """
+    if recorded is not None and not VERSION.fullmatch(recorded):
+        raise ValueError(f"not a dlbook version: {recorded!r}")
+    pinned = recorded or version()
+    head = (f"{INSTALL_MARK} when missing (keeps the platform's torch).\n"
+            + (f"# dlbook {pinned}: the version this chapter's outputs were made with.\n" if recorded else
+               f"# dlbook {pinned} (the current one): this chapter has no stored run yet.\n"))
     url = repository(config)
     if url is None:
         return (head + "import importlib.util\n"
@@ -109,22 +159,51 @@ def install_source(config: dict) -> str:
                 "    raise RuntimeError(\n"
                 "        \"dlbook is not installed, and the book's repository is not set\"\n"
                 "        \" yet, so there is nothing to install it from. Install dlbook\"\n"
-                "        \" from a copy of the book: pip install PATH_TO_THE_BOOK\")")
+                f"        \" {pinned} from a copy of the book: pip install PATH_TO_THE_BOOK\")")
     args = ", ".join(f'"{a}"' for a in ("-m", "pip", *PIP_ARGS))
     return (head + "import importlib.util, subprocess, sys\n"
             "if importlib.util.find_spec(\"dlbook\") is None:\n"
             "    subprocess.check_call([\n"
             f"        sys.executable, {args},\n"
-            f"        \"{requirement(url)}\"])")
+            f"        \"{requirement(url, pinned)}\"])")
 
 
 def _source(cell) -> str:
     return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
 
 
-def update(notebook: Path, config: dict, write: bool, root: Path = ROOT) -> list[str]:
-    """Bring one notebook in step; return what was (or would be) changed."""
+def _set_source(cell, text: str) -> None:
+    """Set a cell's source in the form it had: one string, or lines as nbformat writes them."""
+    cell["source"] = text if isinstance(cell["source"], str) else text.splitlines(keepends=True)
+
+
+def pin_install_cell(nb: dict, config: dict, recorded: str | None, name: str = "the notebook",
+                     why: str = "") -> list[str]:
+    """Make the install cell of ``nb`` (a notebook's JSON, changed in place)
+    install ``recorded`` (see :func:`install_source`); return what was wrong."""
+    code = next((c for c in nb["cells"] if c["cell_type"] == "code"), None)
+    if code is None or not _source(code).startswith(INSTALL_MARK):
+        return [f"{name}: the first code cell is not the install cell"]
+    wanted = install_source(config, recorded)
+    if _source(code) == wanted:
+        return []
+    named, pinned = named_version(_source(code)), named_version(wanted)
+    _set_source(code, wanted)
+    if named != pinned:
+        said = f"dlbook {named}" if named else "no dlbook version"
+        return [f"{name}: the install cell names {said}, not {pinned}{why}"]
+    return [f"{name}: the install cell does not match _config.yml"]
+
+
+def update(notebook: Path, config: dict, write: bool, root: Path | None = None) -> list[str]:
+    """Bring one notebook in step; return what was (or would be) changed.
+
+    The install cell installs the version that ``results/<slug>.json``
+    records (in the book at ``root``), the current one when there is none.
+    """
+    notebook, root = Path(notebook), Path(root or ROOT)
     nb = json.loads(notebook.read_text(encoding="utf-8"))
+    original = copy.deepcopy(nb)
     rel = notebook.resolve().relative_to(root.resolve()).as_posix()
     problems = []
     md = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
@@ -134,14 +213,12 @@ def update(notebook: Path, config: dict, write: bool, root: Path = ROOT) -> list
         new = BADGE_LINE.sub(lambda _: badge_line(rel, config), _source(md))
         if new != _source(md):
             problems.append(f"{notebook.name}: badges do not match _config.yml")
-            md["source"] = new
-    code = next((c for c in nb["cells"] if c["cell_type"] == "code"), None)
-    if code is None or not _source(code).startswith(INSTALL_MARK):
-        problems.append(f"{notebook.name}: the first code cell is not the install cell")
-    elif _source(code) != install_source(config):
-        problems.append(f"{notebook.name}: the install cell does not match _config.yml")
-        code["source"] = install_source(config)
-    if write and problems:
+            _set_source(md, new)
+    recorded = recorded_version(notebook, root)
+    where = results_file(notebook, root).relative_to(root).as_posix()
+    why = f" (recorded in {where})" if recorded else f" (the current version: no {where} yet)"
+    problems += pin_install_cell(nb, config, recorded, notebook.name, why)
+    if write and nb != original:
         notebook.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return problems
 
@@ -157,7 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    problems = [p for nb in notebooks for p in update(nb, config, write=not args.check)]
+    problems = []
+    for nb in notebooks:
+        try:
+            problems += update(nb, config, write=not args.check)
+        except ValueError as err:  # a results file without a version
+            problems.append(f"{Path(nb).name}: {err}")
+        if not results_file(nb).is_file():
+            print(f"note: {Path(nb).name} has no {RESULTS}/{results_file(nb).name} yet, so its install "
+                  f"cell names the current version, {version()}")
     for p in problems:
         print(p)
     return 1 if (args.check and problems) else 0

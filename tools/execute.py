@@ -12,6 +12,12 @@ go into the chapter's runtime table (the rows ``| `smoke` |`` and
 ``| `full` |``, whose last cell is the time): the full time is the one
 ``results/<slug>.json`` records. Run it on an idle machine: the times are
 the book's published figures.
+
+Before a run, the chapter's install cell is pinned to the dlbook version of
+this checkout (tools/badges.py), the one the kernel imports and the run
+records in ``results/<slug>.json``: the stored cell installs the version
+the stored outputs were made with. After a full run the recorded version is
+checked against it.
 """
 
 from __future__ import annotations
@@ -26,21 +32,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: tools/ is on the path, the checkout is not
+    sys.path.insert(0, str(ROOT))
+
+from tools import badges  # noqa: E402
 
 
 def execute(path: Path, profile: str = "full", timeout: int | None = None,
             workdir: Path | None = None) -> float:
     """Run the notebook at ``path`` in a fresh kernel and store its outputs in it; return the seconds.
 
-    The kernel gets its own environment (the profile, a fresh checkpoint
-    folder): this process's is left as it was. When a cell fails, the error
-    is raised and the notebook file is not touched.
+    Its install cell (if it has one) is first pinned to the running dlbook
+    version, :func:`tools.badges.version`. The kernel gets its own environment
+    (the profile, a fresh checkpoint folder): this process's is left as it
+    was. When a cell fails, the error is raised and the notebook file is not
+    touched.
     """
     import nbformat
     from nbclient import NotebookClient
     from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(path, as_version=4)
+    # A notebook without an install cell (not a chapter) is run as it is.
+    badges.pin_install_cell(nb, badges.load_config(), badges.version())
     with tempfile.TemporaryDirectory(prefix="dlbook-execute-") as tmp:
         env = dict(os.environ, DLBOOK_PROFILE=profile, DLBOOK_CHECKPOINTS=tmp)
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -83,11 +97,16 @@ def fill_runtime_table(nb, times: dict[str, float]) -> int:
     return filled
 
 
-def recorded_seconds(path: Path) -> float:
-    """The wall time that the chapter's full run wrote to results/<slug>.json."""
+def recorded(path: Path) -> dict:
+    """The record that the chapter's full run wrote to results/<slug>.json."""
     slug = path.stem.split("_", 1)[1]
     results = Path(os.environ.get("DLBOOK_RESULTS") or ROOT / "results") / f"{slug}.json"
-    return float(json.loads(results.read_text(encoding="utf-8"))["seconds"])
+    return json.loads(results.read_text(encoding="utf-8"))
+
+
+def recorded_seconds(path: Path) -> float:
+    """The wall time that the chapter's full run wrote to results/<slug>.json."""
+    return float(recorded(path)["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path} is not a notebook")
     import nbformat
 
+    status = 0
     for path in args.notebooks:
         path = path.resolve()
         times = {}
@@ -115,12 +135,19 @@ def main(argv: list[str] | None = None) -> int:
         seconds = execute(path, args.profile)
         print(f"{path.name}: {args.profile} {seconds:.1f} s", flush=True)
         if args.profile == "full":
-            times["full"] = recorded_seconds(path)
+            record = recorded(path)
+            times["full"] = float(record["seconds"])
             nb = nbformat.read(path, as_version=4)
             if fill_runtime_table(nb, times) != 2:
                 print(f"{path.name}: no runtime table with `smoke` and `full` rows to fill", flush=True)
             nbformat.write(nb, path)
-    return 0
+            if record.get("dlbook") != badges.version():
+                print(f"{path.name}: the run recorded dlbook {record.get('dlbook')}, but its install cell "
+                      f"names {badges.version()}, this checkout's version: the kernel imported another "
+                      f"dlbook. Install this checkout's (make venv, or pip install -e .) and run again.",
+                      file=sys.stderr, flush=True)
+                status = 1
+    return status
 
 
 if __name__ == "__main__":
