@@ -43,7 +43,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir() and os.environ.get("DLBOOK_DATA"):
     SHARED_DATA = Path(os.environ["DLBOOK_DATA"])
 ENV_VARS = ("DLBOOK_PROFILE", "DLBOOK_CACHE", "DLBOOK_DATA", "DLBOOK_MODELS", "DLBOOK_CHECKPOINTS",
-            "DLBOOK_RESULTS", "DLBOOK_DEVICE")
+            "DLBOOK_RESULTS", "DLBOOK_DEVICE", "DLBOOK_MIRRORS")
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +60,7 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DLBOOK_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("DLBOOK_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("DLBOOK_DEVICE", raising=False)
+    monkeypatch.delenv("DLBOOK_MIRRORS", raising=False)
     # No test may reach the network beyond 127.0.0.1. fetch() turns any error
     # into a DataError, so a blocked attempt is also recorded and fails the test.
     # dlbook.data.cache._download is the one function that transfers a file.

@@ -6,10 +6,14 @@ IDX files rebuilt from mnist.npz; nothing leaves 127.0.0.1.
 """
 
 import dataclasses
+import functools
 import hashlib
+import http.server
 import io
 import os
+import shutil
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 
 import dlbook.data.cache
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, _QuietHandler
 from dlbook import data
 from dlbook.data import DataError
 
@@ -498,3 +502,121 @@ def test_a_cache_hit_also_removes_stale_leftovers(cache, mirror_server):
     _age(leftover, data.STALE_AFTER + 60)
     data.fetch("tinyshakespeare")
     assert sorted(p.name for p in cache.iterdir()) == ["tinyshakespeare.txt"]
+
+
+# DLBOOK_MIRRORS: mirrors of every data set, tried before the official sources ------------------
+
+def _mirror_tree(root, names=("tinyshakespeare",)):
+    """A mirror laid out as DLBOOK_MIRRORS expects: root/<data set>/<official file names>."""
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        if name == "tinyshakespeare":
+            shutil.copyfile(SHARED_DATA / "tinyshakespeare.txt", root / name / "input.txt")
+        else:
+            for remote in data.SOURCES[name].files:
+                shutil.copyfile(SHARED_DATA / "planetoid" / remote.name, root / name / remote.name)
+    return root
+
+
+@pytest.fixture
+def http_mirror(tmp_path):
+    """A local HTTP server of tmp_path/served; yields its base URL."""
+    root = _mirror_tree(tmp_path / "served" / "mirror")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp_path / "served")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("value, bases", [
+    (None, ()), ("", ()), ("  , ", ()),
+    ("https://mirror.example/data", ("https://mirror.example/data/mnist/",)),
+    ("https://a.example/d/, http://b.example:8080/x\n file:///srv/mirror",
+     ("https://a.example/d/mnist/", "http://b.example:8080/x/mnist/", "file:///srv/mirror/mnist/")),
+    ("file://localhost/srv/m", ("file://localhost/srv/m/mnist/",)),
+])
+def test_env_mirrors_are_base_urls_with_a_folder_per_data_set(monkeypatch, value, bases):
+    if value is not None:
+        monkeypatch.setenv("DLBOOK_MIRRORS", value)
+    assert dlbook.data.cache.env_mirrors("mnist") == bases
+
+
+@pytest.mark.parametrize("bad", ["/srv/mirror", "mirror.example/data", "ftp://mirror.example/data",
+                                 "https://", "file://server/share", "file:relative/path",
+                                 "https://mirror.example/?token=1", "C:\\mirror"])
+def test_a_bad_mirror_setting_is_one_clear_error_before_any_download(cache, monkeypatch, bad):
+    monkeypatch.setenv("DLBOOK_MIRRORS", f"https://good.example/data {bad}")
+    tried = _no_download(monkeypatch)
+    with pytest.raises(ValueError) as err:
+        data.fetch("tinyshakespeare")
+    message = str(err.value)
+    assert "DLBOOK_MIRRORS" in message and repr(bad) in message
+    assert "http://" in message and "https://" in message and "file:///" in message
+    assert tried == []
+
+
+def test_env_mirrors_come_before_the_official_sources(cache, monkeypatch):
+    monkeypatch.setenv("DLBOOK_MIRRORS", "http://127.0.0.1:1/m1,http://127.0.0.1:1/m2/")
+    tried = []
+
+    def offline(url, folder):
+        tried.append(url)
+        raise ConnectionError("Network is unreachable")
+
+    monkeypatch.setattr(dlbook.data.cache, "_download", offline)
+    message = _fetch_error("fashion_mnist", None)
+    official = data.SOURCES["fashion_mnist"].mirrors
+    first = "train-images-idx3-ubyte.gz"
+    assert tried == [f"http://127.0.0.1:1/{m}/fashion_mnist/{first}" for m in ("m1", "m2")] + [
+        m + first for m in official]
+    assert "http://127.0.0.1:1/m1/fashion_mnist/" in message and "DLBOOK_MIRRORS" in message
+
+
+def test_an_http_mirror_from_the_variable_serves_the_download(cache, http_mirror, monkeypatch, capsys):
+    base, _ = http_mirror
+    monkeypatch.setenv("DLBOOK_MIRRORS", f"{base}/nothing-here {base}/mirror")
+    assert data.fetch("tinyshakespeare") == cache / "tinyshakespeare.txt"
+    assert _downloads(capsys.readouterr().out) == [f"{base}/nothing-here/tinyshakespeare/input.txt",
+                                                   f"{base}/mirror/tinyshakespeare/input.txt"]
+    assert data.sha256_file(cache / "tinyshakespeare.txt") == data.SOURCES["tinyshakespeare"].sha256
+
+
+def test_a_file_mirror_on_a_local_disk(cache, shared_data, monkeypatch, tmp_path, capsys):
+    root = _mirror_tree(tmp_path / "disk mirror", names=("cora", "tinyshakespeare"))
+    monkeypatch.setenv("DLBOOK_DATA", str(cache))  # not the shared copies (shared_data only skips): make them
+    monkeypatch.setenv("DLBOOK_MIRRORS", (tmp_path / "empty").as_uri() + "," + root.as_uri())
+    assert data.fetch("cora") == cache / "cora.npz"
+    assert data.sha256_file(cache / "cora.npz") == data.SOURCES["cora"].sha256
+    out = capsys.readouterr().out
+    copied = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("Copying ")]
+    assert copied[0] == (tmp_path / "empty").as_uri() + "/cora/ind.cora.x"  # missing: on to the next
+    assert copied[1:] == [root.as_uri() + "/cora/" + f.name for f in data.SOURCES["cora"].files]
+    assert "Downloading" not in out  # no network
+    (root / "tinyshakespeare" / "input.txt").write_bytes(b"tampered")
+    tried = _no_download(monkeypatch)  # the official sources come after the mirrors
+    message = _fetch_error("tinyshakespeare", None)
+    assert tried == [m + "input.txt" for m in data.SOURCES["tinyshakespeare"].mirrors]
+    assert "SHA-256" in message and root.as_uri() + "/tinyshakespeare/" in message
+    assert not (cache / "tinyshakespeare.txt").exists()
+
+
+def test_mirrors_given_to_fetch_replace_the_variable(cache, http_mirror, monkeypatch, capsys):
+    base, _ = http_mirror
+    monkeypatch.setenv("DLBOOK_MIRRORS", "http://127.0.0.1:1/never-tried")
+    data.fetch("tinyshakespeare", mirrors=[f"{base}/mirror/tinyshakespeare"])
+    assert _downloads(capsys.readouterr().out) == [f"{base}/mirror/tinyshakespeare/input.txt"]
+
+
+def test_the_mirror_variable_is_documented():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for page in ("README.md", os.path.join("book", "how_to_use.md")):
+        with open(os.path.join(root, page), encoding="utf-8") as f:
+            text = f.read()
+        assert "| `DLBOOK_MIRRORS` |" in text, f"{page}: DLBOOK_MIRRORS is not in the variables table"
+    assert 'fetch("mnist", mirrors=[' in text and "DLBOOK_MIRRORS=" in text  # the how-to page shows both

@@ -6,10 +6,19 @@ against its fixed SHA-256 (once per process and file version) and used as
 it is. A missing one is made in one way for every data set:
 
 1. check that the cache folder can be written (before downloading anything);
-2. for each mirror in turn: download every remote file of the
+2. for each mirror in turn (those of ``DLBOOK_MIRRORS`` first, then the
+   official ones): download every remote file of the
    :class:`~dlbook.data.sources.Source` into a scratch folder inside the
    cache folder, decompress and verify each against its published SHA-256,
    convert, verify the result, and move it into place atomically.
+
+``DLBOOK_MIRRORS`` names mirrors of every data set at once, for readers
+behind a firewall: one or more base URLs (``http://``, ``https://`` or
+``file:///``), separated by spaces or commas. A base holds one folder per
+data set, named as in :data:`SOURCES`, with the official file names inside:
+``BASE/mnist/train-images-idx3-ubyte.gz``, ``BASE/cora/ind.cora.x``,
+``BASE/tinyshakespeare/input.txt``. (One folder per data set, because MNIST
+and Fashion-MNIST name their files alike.)
 
 Nothing unverified ever sits under a cache file's name. A process killed
 mid-download leaves only a scratch folder named ``.{file}.download-*`` (or a
@@ -23,9 +32,12 @@ stalled transfer times out in 30).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from ..io import atomic_write
@@ -35,6 +47,7 @@ from .formats import DataError, gunzip, npz_digest, sha256_file
 from .sources import SOURCES, RemoteFile, Source
 
 STALE_AFTER = 600.0  # seconds without a change before a leftover counts as abandoned
+MIRRORS_VAR = "DLBOOK_MIRRORS"
 
 _verified: dict[tuple[str, int, int], str] = {}
 
@@ -48,16 +61,21 @@ def fetch(name: str, mirrors: tuple[str, ...] | None = None) -> Path:
     Args:
         name: a key of :data:`SOURCES` (``mnist``, ``fashion_mnist``,
             ``cora``, ``citeseer``, ``tinyshakespeare``).
-        mirrors: base URLs to try in order (default: the official sources).
+        mirrors: base URLs to try in order, under which the data set's files
+            lie (``http://``, ``https://`` or ``file:///``); they replace
+            every other source. Default: the mirrors of ``DLBOOK_MIRRORS``
+            (:func:`env_mirrors`), then the official sources.
 
     Raises:
-        ValueError: for an unknown data set name or malformed ``mirrors``.
+        ValueError: for an unknown data set name, malformed ``mirrors`` or a
+            malformed ``DLBOOK_MIRRORS``.
         DataError: when the cached file fails its checksum, a folder stands
             where it should be, the cache folder cannot be written, or no
             mirror delivered files with the published checksums.
     """
-    source = SOURCES[check_choice(name, "the data set name", SOURCES)]
-    bases = _bases(source, mirrors)
+    name = check_choice(name, "the data set name", SOURCES)
+    source = SOURCES[name]
+    bases = _bases(source, mirrors) if mirrors is not None else env_mirrors(name) + source.mirrors
     path = data_dir() / source.filename
     remove_stale_downloads(path.parent)
     if path.is_dir():
@@ -87,7 +105,8 @@ def _download_into(path: Path, source: Source, bases: tuple[str, ...]) -> Path:
     raise DataError(
         f"{source.filename} is not in the cache {folder} and could not be "
         f"downloaded. Sources tried:\n{tried}\n"
-        f"To fix: connect to the internet and run again, or copy a good "
+        f"To fix: connect to the internet and run again, or name a mirror "
+        f"you can reach in {MIRRORS_VAR}, or copy a good "
         f"{source.filename} (SHA-256 {source.sha256}) into a folder and set "
         f"DLBOOK_DATA to that folder's absolute path."
     )
@@ -99,6 +118,33 @@ def _bases(source: Source, mirrors) -> tuple[str, ...]:
     if not isinstance(mirrors, (list, tuple)) or not all(isinstance(m, str) for m in mirrors):
         raise ValueError(f"mirrors must be a list or tuple of base URLs (strings); got {mirrors!r}")
     return tuple(m if m.endswith("/") else m + "/" for m in mirrors)
+
+
+def env_mirrors(name: str) -> tuple[str, ...]:
+    """The mirrors of data set ``name`` that ``DLBOOK_MIRRORS`` names: ``BASE/name/`` for each BASE.
+
+    The variable holds base URLs separated by spaces or commas (empty or
+    unset: none). Each must be an ``http://`` or ``https://`` URL with a
+    host, or a ``file:///`` URL of an absolute path.
+
+    Raises:
+        ValueError: naming the variable, for any other value.
+    """
+    raw = os.environ.get(MIRRORS_VAR, "")
+    bases = [b for b in re.split(r"[\s,]+", raw) if b]
+    for base in bases:
+        parts = urllib.parse.urlsplit(base)
+        scheme = parts.scheme.lower()
+        good = (scheme in ("http", "https") and parts.netloc) or (
+            scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"))
+        if not good or parts.query or parts.fragment:
+            raise ValueError(
+                f"{MIRRORS_VAR} must hold base URLs separated by spaces or commas, each "
+                f"http://HOST/..., https://HOST/... or file:///ABSOLUTE/PATH; got {base!r} "
+                f"in {MIRRORS_VAR}={raw!r}. A base holds one folder per data set "
+                f"(BASE/mnist/train-images-idx3-ubyte.gz, ...); unset the variable to use "
+                f"the official sources.")
+    return tuple(base.rstrip("/") + f"/{name}/" for base in bases)
 
 
 def _writable_cache(folder: Path, source: Source) -> Path:
@@ -150,10 +196,20 @@ def _download(url: str, folder: Path) -> Path:
     return Path(pooch.retrieve(url, known_hash=None, path=folder, progressbar=False))
 
 
+def _copy_local(url: str, folder: Path) -> Path:
+    """Copy the file that a ``file://`` URL names into ``folder`` (a mirror on a local disk)."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    print(f"Copying {url}", flush=True)
+    target = folder / source.name
+    shutil.copyfile(source, target)
+    return target
+
+
 def _download_verified(remote: RemoteFile, base: str, scratch: Path) -> Path:
     """Download one remote file (decompressed if gzip'ed) and check its SHA-256."""
     url = base + remote.name
-    path = _download(url, scratch)
+    # _download is the one function that reaches the network; a file:// mirror is copied.
+    path = _copy_local(url, scratch) if url.lower().startswith("file:") else _download(url, scratch)
     if remote.gunzip:
         path = gunzip(path, scratch / remote.name[: -len(".gz")], label=url)
     actual = sha256_file(path)

@@ -2,8 +2,10 @@
 
 A :class:`Source` lists the files to download (each with the SHA-256 it
 must have once downloaded, and decompressed where it is gzip'ed), the base
-URLs that serve them, and a converter that writes the cache file from the
-verified downloads. The cache file itself has a fixed SHA-256 because every
+URLs that serve them (the official ones; ``DLBOOK_MIRRORS`` adds mirrors
+tried first, one folder per key of :data:`SOURCES`: see
+:func:`dlbook.data.cache.env_mirrors`), and a converter that writes the
+cache file from the verified downloads. The cache file itself has a fixed SHA-256 because every
 converter is byte-for-byte reproducible.
 """
 
