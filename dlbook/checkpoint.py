@@ -7,10 +7,18 @@ unpickles with ``weights_only=True``: tensors, numbers, strings and plain
 containers only, so a tampered file cannot run code. Whatever is wrong with
 a file, the error is one :class:`CheckpointError` that names the file and
 says how to start afresh.
+
+:func:`save_checkpoint` refuses, before it writes anything, what such a load
+would refuse (it names where in the object the value sits), so that no
+checkpoint is written that cannot be read back. A process killed while
+writing leaves a half-written ``.{name}.XXXXXXXX.tmp`` beside the file; the
+next write of that checkpoint removes it once it is :data:`STALE_AFTER`
+seconds old.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
@@ -18,13 +26,90 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from ._checks import check_device
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temporaries
 
 MAGIC = b"DLBOOK-CHECKPOINT v1\n"
 DIGEST_SIZE = 32  # SHA-256
+# Seconds without a change after which a temporary of a checkpoint counts as
+# abandoned. A live write fills its temporary in one go from memory (the
+# payload is serialised first), so a minute of silence means a dead writer.
+STALE_AFTER = 60.0
+
+# What torch.load(weights_only=True) reads back (tests/test_checkpoint.py
+# round-trips each): scalars, torch's small types, plain containers, tensors.
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype,
+            torch.device, torch.layout)
+_TENSORS = (torch.Tensor, nn.Parameter)
+_ALLOWED = ("tensors, None, bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device, "
+            "and lists, tuples, dicts, OrderedDicts and sets of those (NumPy arrays and scalars are converted)")
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _key_path(where: str, key: Any) -> str:
+    if not where and isinstance(key, str) and key.isidentifier():
+        return key  # the first key bare: state['ema']['shadow']
+    return f"{where}[{key!r}]"
+
+
+def _refuse(where: str, what: str, path: Path) -> TypeError:
+    place = where if where.startswith(("a key of ", "an element of ")) else f"the value at {where or 'the top level'}"
+    return TypeError(f"the checkpoint {path} was not written: {place} is {what}, which a "
+                     f"checkpoint cannot hold (torch.load(weights_only=True) would refuse it). A checkpoint "
+                     f"holds {_ALLOWED}; save a state_dict() or convert the value")
+
+
+def _storable(value: Any, where: str, path: Path, active: frozenset = frozenset()) -> Any:
+    """``value`` as a checkpoint can hold it, or a TypeError naming where it sits.
+
+    NumPy arrays become tensors (``torch.from_numpy``), NumPy scalars Python
+    numbers, subclasses of ``str`` and of the number types (torch's
+    ``TorchVersion``) the plain type. Containers are copied, never changed.
+    """
+    cls = type(value)
+    if cls in _TENSORS or cls in _SCALARS:
+        return value
+    if isinstance(value, np.ndarray):
+        if not value.flags.writeable or not value.flags.c_contiguous:
+            value = np.array(value, order="C", copy=True)
+        try:
+            return torch.from_numpy(value)
+        except TypeError:
+            raise _refuse(where, f"a NumPy array of dtype {value.dtype}", path) from None
+    if isinstance(value, (np.bool_, np.number, np.str_, np.bytes_)):
+        item = value.item()
+        if isinstance(item, np.generic):  # np.longdouble: no Python type holds it
+            raise _refuse(where, f"a NumPy scalar of type {_type_name(value)}", path)
+        return item
+    if isinstance(value, torch.Tensor):
+        raise _refuse(where, f"a tensor of the subclass {_type_name(value)}", path)
+    for plain in (str, bytes, int, float, complex):
+        if isinstance(value, plain) and not isinstance(value, bool):
+            return plain(value)
+    if cls in (list, tuple, set, dict, collections.OrderedDict):
+        if id(value) in active:
+            raise _refuse(where, f"a {cls.__name__} that contains itself", path)
+        active = active | {id(value)}
+        if cls in (dict, collections.OrderedDict):
+            items = []
+            for key, item in value.items():
+                inner = _key_path(where, key)
+                items.append((_storable(key, f"a key of {where or 'the top level'}", path, active),
+                              _storable(item, inner, path, active)))
+            return cls(items)
+        if cls is set:
+            return {_storable(item, f"an element of the set at {where or 'the top level'}", path, active)
+                    for item in value}
+        return cls(_storable(item, f"{where}[{i}]", path, active) for i, item in enumerate(value))
+    raise _refuse(where, f"of type {_type_name(value)}", path)
 
 
 class CheckpointError(RuntimeError):
@@ -40,12 +125,25 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` (tensors, numbers, strings, lists, tuples and dicts of
-    them) to ``path`` atomically, with a checksum."""
+    them) to ``path`` atomically, with a checksum.
+
+    NumPy arrays in ``obj`` are stored as tensors and NumPy scalars as Python
+    numbers (so they load back as such). Half-written temporaries of this
+    checkpoint that a killed process left are removed once stale.
+
+    Raises:
+        TypeError: before anything is written, for a value that
+            :func:`load_checkpoint` could not read back (any other object);
+            the message names where it sits, e.g. ``state['ema']['shadow']``.
+    """
+    path = Path(path).expanduser()
+    obj = _storable(obj, "", path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     payload = buffer.getvalue()
     header = MAGIC + hashlib.sha256(payload).digest()
-    return atomic_write(Path(path).expanduser(), lambda f: (f.write(header), f.write(payload)))
+    remove_stale_temporaries(path, STALE_AFTER)
+    return atomic_write(path, lambda f: (f.write(header), f.write(payload)))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

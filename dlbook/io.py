@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +52,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], A
             pass
         raise
     return path
+
+
+def temporaries_of(path: str | os.PathLike) -> list[Path]:
+    """The temporaries :func:`atomic_write` makes for ``path`` that exist now:
+    files ``.{name}.XXXXXXXX.tmp`` beside it (random letters, digits and
+    ``_``). Not those of another file whose name begins with the same one."""
+    path = Path(path)
+    own = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]+\.tmp")
+    try:
+        entries = [p for p in path.parent.iterdir() if own.fullmatch(p.name)]
+    except OSError:  # no folder yet, or one that cannot be listed: nothing of ours there
+        return []
+    found = []
+    for p in entries:
+        try:
+            if stat.S_ISREG(p.lstat().st_mode):
+                found.append(p)
+        except OSError:  # removed meanwhile
+            continue
+    return sorted(found)
+
+
+def remove_stale_temporaries(path: str | os.PathLike, max_age: float) -> list[Path]:
+    """Delete the temporaries that an :func:`atomic_write` of ``path`` killed
+    mid-write left (see :func:`temporaries_of`), once unchanged for
+    ``max_age`` seconds: a younger one may belong to a write still running
+    in another process. Only regular files; a failure to remove one is
+    ignored. Returns what was removed."""
+    now = time.time()
+    removed = []
+    for tmp in temporaries_of(path):
+        try:
+            info = tmp.lstat()
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime <= max_age:
+                continue
+            tmp.unlink()
+        except OSError:  # gone already (another process cleaned it) or not ours to remove
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

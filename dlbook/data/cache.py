@@ -40,7 +40,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..io import atomic_write
+from ..io import atomic_write, remove_stale_temporaries
 from ..paths import data_dir, writable_dir
 from ._checks import check_choice
 from .formats import DataError, gunzip, npz_digest, sha256_file
@@ -250,16 +250,16 @@ def remove_stale_downloads(folder: Path, max_age: float = STALE_AFTER) -> list[P
     now = time.time()
     removed = []
     for source in SOURCES.values():
-        for pattern in (f".{source.filename}.download-*", f".{source.filename}.*.tmp"):
-            for path in Path(folder).glob(pattern):
-                try:
-                    if now - _last_change(path) <= max_age:
-                        continue
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
-                except OSError:  # gone already (another process cleaned it) or not ours to remove
+        removed += remove_stale_temporaries(Path(folder) / source.filename, max_age)  # atomic_write's
+        for path in Path(folder).glob(f".{source.filename}.download-*"):
+            try:
+                if now - _last_change(path) <= max_age:
                     continue
-                removed.append(path)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError:  # gone already (another process cleaned it) or not ours to remove
+                continue
+            removed.append(path)
     return removed
