@@ -100,7 +100,11 @@ def check_callable(value: Any, name: str) -> Any:
 
 
 def check_device(value: Any, name: str = "device") -> torch.device:
-    """A ``torch.device`` from a device or a name such as ``"cpu"`` or ``"cuda:0"``."""
+    """A ``torch.device`` from a device or a name such as ``"cpu"`` or ``"cuda:0"``.
+
+    A name torch cannot read is one line naming the devices dlbook uses,
+    not torch's list of every device type it was built to know.
+    """
     if isinstance(value, torch.device):
         return value
     if not isinstance(value, str):
@@ -108,6 +112,6 @@ def check_device(value: Any, name: str = "device") -> torch.device:
                         f"got {describe(value)}")
     try:
         return torch.device(value)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda', 'cuda:0' or 'mps'; "
-                         f"got {value!r}") from err
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must be a device name: 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'; "
+                         f"got {value!r}") from None

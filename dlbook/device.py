@@ -36,6 +36,20 @@ def _available(device: torch.device) -> bool:
     return False
 
 
+def _check_present(device: torch.device, who: str) -> torch.device:
+    """``device`` unless it names a CUDA GPU this machine does not have.
+
+    torch would only warn and run in float32 there, while :func:`amp_dtype`
+    would claim float16: refused, as :func:`get_device` refuses it.
+    """
+    if device.type == "cuda" and not _available(device):
+        have = (f"it has {torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available()
+                else "CUDA is not available")
+        raise ValueError(f"{who}({str(device)!r}): this machine has no such device ({have}); "
+                         f"use dlbook.get_device() or 'cpu'")
+    return device
+
+
 def get_device(name: str | None = None) -> torch.device:
     """Return the device to compute on.
 
@@ -83,7 +97,7 @@ def get_device(name: str | None = None) -> torch.device:
 
 def device_name(device: torch.device | str) -> str:
     """A human-readable name of the GPU or CPU behind ``device``."""
-    device = check_device(device)
+    device = _check_present(check_device(device), "device_name")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
@@ -143,8 +157,11 @@ def amp_dtype(device: torch.device | str) -> torch.dtype | None:
     CUDA: bfloat16 where the GPU supports it, otherwise float16 (which needs
     a gradient scaler, see :func:`grad_scaler`). CPU: bfloat16 only when the
     CPU computes it natively. MPS and everything else: ``None`` (float32).
+
+    Raises:
+        ValueError: for a CUDA device this machine does not have.
     """
-    device = check_device(device)
+    device = _check_present(check_device(device), "amp_dtype")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
@@ -158,8 +175,13 @@ def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[torch
 
     Use ``enabled=False`` for full precision, for example in parity checks.
     Yields the dtype in use (``None`` means float32).
+
+    Raises:
+        ValueError: for a CUDA device this machine does not have, also
+            with ``enabled=False`` (torch would only warn and disable
+            autocast, while this would yield float16 as the dtype in use).
     """
-    device = check_device(device)
+    device = _check_present(check_device(device), "autocast")
     dtype = amp_dtype(device) if check_bool(enabled, "enabled") else None
     if dtype is None:
         yield None
@@ -174,8 +196,11 @@ def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.G
     Float16 has a narrow exponent range, so small gradients underflow to zero
     unless the loss is scaled up first; bfloat16 and float32 need no scaling.
     A disabled scaler passes ``scale``, ``step`` and ``update`` through.
+
+    Raises:
+        ValueError: for a CUDA device this machine does not have.
     """
-    device = check_device(device)
+    device = _check_present(check_device(device), "grad_scaler")
     active = check_bool(enabled, "enabled") and amp_dtype(device) == torch.float16
     return torch.amp.GradScaler(device.type if active else "cpu", enabled=active)
 

@@ -42,8 +42,11 @@ Three examples::
 from __future__ import annotations
 
 import contextlib
+import functools
+import linecache
 import math
 import numbers
+import os
 import random
 import re
 import sys
@@ -58,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import check_int
+from ._checks import check_bool, check_device, check_int
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .device import amp_dtype, autocast, get_device, grad_scaler
 from .fingerprint import describe, digest, tensor_digest
@@ -67,7 +70,7 @@ from .profiles import get_profile
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Step = Callable[[nn.Module, Any], Mapping[str, Any]]
-CHECKPOINT_FORMAT = "dlbook-run-3"
+CHECKPOINT_FORMAT = "dlbook-run-4"
 
 
 class TrainingError(RuntimeError):
@@ -91,7 +94,7 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
     """Move a batch to ``device``: a tensor, a (named) tuple, list or dict of
     them, or any object with a ``.to(device)`` method (a graph). Other values
     (numbers, strings, ``None``) are returned as they are."""
-    device = torch.device(device)
+    device = check_device(device)
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=device.type == "cuda")
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
@@ -122,12 +125,118 @@ def _is_classification(y_hat: torch.Tensor, y: torch.Tensor) -> bool:
     return y_hat.dim() == 2 and y.dim() == 1 and not torch.is_floating_point(y)
 
 
+def _tensor_text(t: torch.Tensor) -> str:
+    """``float32 [8, 5]``, and the device when it is not the CPU: for error messages."""
+    where = "" if t.device.type == "cpu" else f" on {t.device}"
+    return f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}{where}"
+
+
+def _describe_batch(batch: Any, names: tuple[str, ...] | None = None) -> str:
+    """The dtypes and shapes in a batch, such as ``(x: float32 [8, 5], y: int64 [8])``."""
+    if isinstance(batch, torch.Tensor):
+        return _tensor_text(batch)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        names = batch._fields
+    if isinstance(batch, (list, tuple)):
+        parts = [_describe_batch(b) for b in batch[:8]]
+        if names is not None and len(names) == len(batch):
+            parts = [f"{n}: {p}" for n, p in zip(names, parts)]
+        parts += [f"... ({len(batch)} items)"] if len(batch) > 8 else []
+        return f"({', '.join(parts)})" if isinstance(batch, tuple) else f"[{', '.join(parts)}]"
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe_batch(v)}" for k, v in list(batch.items())[:8]) + (
+            ", ..." if len(batch) > 8 else "") + "}"
+    text = repr(batch)
+    return text if len(text) <= 200 else f"a {type(batch).__name__}"
+
+
+def _callable_name(fn) -> str:
+    """``cross_entropy``, ``CrossEntropyLoss()``, ``cross_entropy(label_smoothing=0.1)``, ``my_step``."""
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"{_callable_name(fn.func)}({', '.join(args)})"
+    if isinstance(fn, nn.Module):
+        return f"{type(fn).__name__}()"
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+def _class_index_loss(loss_fn) -> tuple[bool, int]:
+    """Whether ``loss_fn`` takes class indices as targets (cross-entropy,
+    negative log-likelihood), and its ``ignore_index``."""
+    keywords: dict = {}
+    while isinstance(loss_fn, functools.partial):
+        keywords = {**loss_fn.keywords, **keywords}
+        loss_fn = loss_fn.func
+    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
+        return True, keywords.get("ignore_index", -100)
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return True, loss_fn.ignore_index
+    return False, -100
+
+
+class LabelError(ValueError):
+    """Labels that a cross-entropy (or NLL) loss cannot take: of another dtype
+    than int64, or not a class of the model. The message names the label,
+    the number of classes and the batch."""
+
+
+def _check_class_labels(y_hat: Any, y: Any, ignore_index: int, batch) -> None:
+    """The class indices a cross-entropy (or NLL) loss is about to get, checked before it.
+
+    Float or int32 labels of the labels' shape, and labels outside
+    ``0..K-1`` (other than ``ignore_index``), are refused with the label,
+    ``K`` and the batch. Class probabilities (``y`` shaped like ``y_hat``)
+    and shapes the loss refuses itself are left to the loss.
+
+    It runs at every step, in training and in :func:`evaluate`: a bad label
+    can sit in any batch, and on a GPU the loss meets it with a device-side
+    assert that leaves the CUDA context unusable. The cost is one min/max of
+    the labels and one synchronisation per batch, which :func:`fit` pays
+    anyway for its check of a non-finite loss.
+    """
+    if not (isinstance(y_hat, torch.Tensor) and isinstance(y, torch.Tensor)) or y_hat.dim() == 0:
+        return
+    batched = y_hat.dim() >= 2
+    classes = y_hat.shape[1] if batched else y_hat.shape[0]
+    label_shape = (y_hat.shape[:1] + y_hat.shape[2:]) if batched else torch.Size()
+    if y.shape != label_shape:
+        return
+    where = (f"The batch: (x: {_describe_batch(batch[0])}, y: {_tensor_text(y)}); "
+             f"the model's output y_hat: {_tensor_text(y_hat)}.")
+    if y.dtype not in (torch.int64, torch.uint8):
+        dtype = str(y.dtype).removeprefix("torch.")
+        raise LabelError(f"the labels y are {dtype}; cross-entropy wants class indices (int64): use y.long(). "
+                         f"{where}")
+    if y.numel() == 0:
+        return
+    low, high = torch.aminmax(y)
+    if not bool((low < 0) | (high >= classes)):  # the one synchronisation
+        return
+    counted = y[y != ignore_index]
+    if counted.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(counted))
+    if low >= 0 and high < classes:
+        return
+    bad = high if high >= classes else low
+    at = ", ".join(str(i) for i in (y == bad).nonzero()[0].tolist())
+    ignored = f" (a label to ignore must equal ignore_index, here {ignore_index})" if bad < 0 else ""
+    raise LabelError(f"label {bad} (y[{at}]) is not a class of this model: its output has {classes} classes "
+                     f"(dim {1 if batched else 0} of y_hat), so labels must lie in 0..{classes - 1}{ignored}. "
+                     f"{where}")
+
+
 @dataclass(frozen=True)
 class Supervised:
     """The supervised step: ``y_hat = model(x)``, ``loss = loss_fn(y_hat, y)``.
 
     For classifiers (``y_hat`` of shape (B, K), integer ``y`` of shape (B,))
-    it also returns the accuracy, ``acc``.
+    it also returns the accuracy, ``acc``. With a cross-entropy or NLL loss
+    (``F.cross_entropy``, ``F.nll_loss``, ``nn.CrossEntropyLoss``,
+    ``nn.NLLLoss``, or a ``functools.partial`` of one) the labels are checked
+    before the loss: int64 (or uint8, which torch also takes) class indices
+    in ``0..K-1``, or ``ignore_index`` (a :class:`LabelError` otherwise).
     """
 
     loss_fn: LossFn = F.cross_entropy
@@ -138,6 +247,9 @@ class Supervised:
             raise ValueError(f"the supervised step expects (x, y) batches; got {got}")
         x, y = batch
         y_hat = model(x)
+        class_indices, ignore_index = _class_index_loss(self.loss_fn)
+        if class_indices:
+            _check_class_labels(y_hat, y, ignore_index, batch)
         out = {"loss": self.loss_fn(y_hat, y)}
         if _is_classification(y_hat, y):
             out["acc"] = (y_hat.argmax(1) == y).float().mean()
@@ -149,6 +261,150 @@ def supervised(loss_fn: LossFn = F.cross_entropy) -> Supervised:
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a function loss_fn(y_hat, y); got {type(loss_fn).__name__}")
     return Supervised(loss_fn)
+
+
+def _step_name(step) -> str:
+    if isinstance(step, Supervised):
+        return f"supervised({_callable_name(step.loss_fn)})"
+    return _callable_name(step)
+
+
+# errors at the first step -----------------------------------------------------
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _raised_by_torch(err: BaseException) -> bool:
+    """Whether ``err`` came out of torch (an operation that failed), not from
+    a ``raise`` in the book's or the reader's own code."""
+    tb = err.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if filename.startswith(_TORCH_DIR):
+        return True
+    return not linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _is_uninitialized(module: nn.Module) -> bool:
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.parameter.UninitializedParameter)
+
+
+def _expectation(module: nn.Module, inp: torch.Tensor | None) -> tuple[str, bool] | None:
+    """What a Linear, convolution or embedding expects of its input, and
+    whether ``inp`` disagrees; ``None`` for other layers."""
+    if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)) or _is_uninitialized(module):
+        return None
+    dtype = str(module.weight.dtype).removeprefix("torch.")
+    # float64 meets float32 weights only by mistake; bfloat16/float16 inputs are what autocast gives
+    wrong_dtype = inp is not None and (not inp.is_floating_point() or (
+        (inp.dtype == torch.float64) != (module.weight.dtype == torch.float64)))
+    if isinstance(module, nn.Linear):
+        expects = f"{dtype} input with {module.in_features} features (its last dimension)"
+        wrong = inp is not None and (wrong_dtype or inp.dim() == 0 or inp.shape[-1] != module.in_features)
+        return expects, wrong
+    if isinstance(module, nn.modules.conv._ConvNd):
+        n = len(module.kernel_size)
+        spatial = ", ".join(("L",) if n == 1 else ("H", "W") if n == 2 else ("D", "H", "W"))
+        expects = f"{dtype} input (B, {module.in_channels}, {spatial}) with {module.in_channels} channels"
+        wrong = inp is not None and (wrong_dtype or inp.dim() not in (n + 1, n + 2)
+                                     or inp.shape[-(n + 1)] != module.in_channels)
+        return expects, wrong
+    if isinstance(module, nn.Embedding):
+        expects = f"integer ids in 0..{module.num_embeddings - 1}"
+        wrong = inp is not None and (inp.is_floating_point() or inp.dtype == torch.bool or (
+            inp.numel() > 0 and not inp.is_meta and (int(inp.min()) < 0 or int(inp.max()) >= module.num_embeddings)))
+        return expects, wrong
+    return None
+
+
+def _input_text(module: nn.Module, inp: torch.Tensor) -> str:
+    text = _tensor_text(inp)
+    if isinstance(module, nn.Embedding) and inp.numel() and not inp.is_floating_point() and not inp.is_meta:
+        text += f" with ids {int(inp.min())}..{int(inp.max())}"
+    return text
+
+
+class _LayerTrace:
+    """Hooks on the model's layers during the first step: which layer was
+    running when an error came, with what input, and the model's output."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.running = None  # (name, module, input) of the layer that has begun and not finished
+        self.first = None  # (name, module) of the first layer that ran
+        self.finished = None  # (name, module, output) of the last layer that finished
+        self.output = None  # the model's output, once it has run
+        self.handles = []
+        try:
+            for name, module in model.named_modules():
+                if next(module.children(), None) is None:  # a layer, not a container
+                    self.handles.append(module.register_forward_pre_hook(functools.partial(self._enter, name)))
+                    self.handles.append(module.register_forward_hook(functools.partial(self._leave, name)))
+            self.handles.append(model.register_forward_hook(self._done))
+        except (RuntimeError, AttributeError):  # a scripted model: no explanation, no harm
+            self.remove()
+
+    def _enter(self, name, module, args):
+        inp = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        self.running = (name, module, inp)
+        if self.first is None:
+            self.first = (name, module)
+
+    def _leave(self, name, module, args, output):
+        self.running = None
+        self.finished = (name, module, output if isinstance(output, torch.Tensor) else None)
+
+    def _done(self, module, args, output):
+        self.output = output if isinstance(output, torch.Tensor) else None
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.running, self.finished, self.output = [], None, None, None
+
+    def _label(self, name: str, module: nn.Module) -> str:
+        """``the model's first layer Linear '0'``, ``the model's layer BatchNorm1d 'norm'``."""
+        first = self.first is not None and self.first[1] is module
+        return f"the model's {'first ' if first else ''}layer {type(module).__name__}" + (f" '{name}'" if name else "")
+
+    def explain(self) -> str:
+        """What the model expected, as far as the hooks saw."""
+        if self.running is not None:
+            name, module, inp = self.running
+            label = self._label(name, module)
+            got = "no tensor" if inp is None else _input_text(module, inp)
+            expectation = _expectation(module, inp)
+            if expectation is not None and expectation[1]:
+                return f"{label} expects {expectation[0]}, but its input is {got}"
+            return f"the error came from {label} ({module!r}), on its input {got}"
+        if self.output is not None:
+            return f"the model's output: {_tensor_text(self.output)}"
+        if self.finished is not None:
+            name, module, out = self.finished
+            got = "no tensor" if out is None else _tensor_text(out)
+            return f"the error came after {self._label(name, module)}, whose output is {got}"
+        for name, module in self.model.named_modules():
+            expectation = _expectation(module, None)
+            if expectation is not None:
+                kind = f"{type(module).__name__}" + (f" '{name}'" if name else "")
+                return f"the model's first layer {kind} expects {expectation[0]}"
+        return ""
+
+
+def _same_kind(err: BaseException, message: str) -> BaseException:
+    """A new error of ``err``'s class carrying ``message`` (else of the builtin class it derives from)."""
+    try:
+        new = type(err)(message)
+        if str(new) == message:
+            return new
+    except Exception:  # noqa: BLE001 - a class with another constructor
+        pass
+    base = next(c for c in type(err).__mro__ if c in (RuntimeError, ValueError, TypeError, IndexError))
+    return base(message)
 
 
 def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
@@ -335,7 +591,8 @@ def evaluate(model: nn.Module, loader: Iterable, step: Step | None = None, *,
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = check_device(device)
+    amp, grad = check_bool(amp, "amp"), check_bool(grad, "grad")
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -487,10 +744,12 @@ def _make_plan(loader, epochs, max_steps, eval_every, evals_per_epoch, log_every
 
 _COMPONENTS = {
     "model": "the model's structure (its layers, activations, dropout, sizes)",
+    "model_code": "the model's code changed (a method of one of its classes, such as forward)",
     "initial_weights": "the model's weights when fit started (another seed, or a model trained before)",
     "optimizer": "the optimizer, its settings or the parameters it updates",
     "scheduler": "the learning-rate scheduler or its settings",
     "step": "the step function or its settings",
+    "step_code": "the step function's code changed (or that of eval_step, after_step or stop_when)",
     "data": "the training data (its content, batch size, shuffling or augmentation)",
     "evals": "the evaluations",
     "schedule": "the length of the run, when it evaluates or logs, gradient clipping or precision",
@@ -499,6 +758,8 @@ _COMPONENTS = {
     "after_step": "the after_step hook",
     "stop_when": "the stop_when rule",
     "config": "the config= values",
+    "threads": "the number of CPU threads (torch.get_num_threads()): the same seed gives other bits "
+               "under another thread count",
 }
 
 
@@ -525,6 +786,7 @@ class _Run:
         self.seconds = 0.0
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
+        self.first_step = True  # the first step of this call of fit (also after a resume) explains its errors
         self.fingerprint = self._fingerprint(config)
 
     # fingerprint and checkpoint ---------------------------------------------------
@@ -544,13 +806,18 @@ class _Run:
                              self.scheduler_interval, self.max_grad_norm, str(amp_dtype(self.device) if self.amp else None)])
         rng = _rng_state()
         rng.pop("cuda", None)
-        state = {name: describe(obj) + describe(obj.state_dict()) for name, obj in self.state.items()}
+        # The code that runs: what a reader edits in a notebook cell and runs again.
+        from .fingerprint import code_description
+        state = {name: describe(obj) + describe(obj.state_dict()) + code_description(obj)
+                 for name, obj in self.state.items()}
         parts = {
             "model": describe(model),
+            "model_code": code_description(model),
             "initial_weights": describe(weights),
             "optimizer": optimizer,
             "scheduler": scheduler,
             "step": describe([self.step_fn, self.eval_step]),
+            "step_code": code_description(self.step_fn, self.eval_step, self.after_step, self.stop_when),
             "data": describe(self.loader),
             "evals": describe(self.evals),
             "schedule": schedule,
@@ -559,6 +826,7 @@ class _Run:
             "after_step": describe(self.after_step),
             "stop_when": describe(self.stop_when),
             "config": describe(config),
+            "threads": describe(torch.get_num_threads()),
         }
         return {key: digest(text) for key, text in parts.items()}
 
@@ -615,10 +883,60 @@ class _Run:
 
     # one step ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _explained(self, batch, phase: str, first: bool):
+        """Around the step (``phase="step"``) or its backward. On the first step of
+        this call (``first``, also after a resume) an error says which batch went
+        in, what the model expected, and what PyTorch said, as a new error of the
+        same kind chained to the original.
+
+        Later steps pass errors through unchanged (by then the batch's form and the
+        model have met once), except that a :class:`LabelError` gets the step's
+        number. dlbook's own TrainingError and CheckpointError, and
+        KeyboardInterrupt, always pass through.
+        """
+        trace = _LayerTrace(self.model) if first and phase == "step" else None
+        try:
+            yield
+        except LabelError as err:
+            if first:
+                when = (f"The first batch after resuming (step {self.step + 1})" if self.step
+                        else "The first batch (step 1)")
+                message = f"{when} could not go through the step ({_step_name(self.step_fn)}): {err}"
+            else:
+                message = f"step {self.step + 1}: {err}"
+            raise LabelError(message) from None  # the same message with its step; nothing to chain
+        except (TrainingError, CheckpointError):
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            if not first:
+                raise
+            when = (f"The first batch after resuming (step {self.step + 1})" if self.step
+                    else "The first batch (step 1)")
+            name = _step_name(self.step_fn)
+            head = (f"{when} could not go through the step ({name})" if phase == "step" else
+                    f"{when} went through the step ({name}), but back-propagating its loss failed")
+            names = ("x", "y") if isinstance(self.step_fn, Supervised) else None
+            try:  # describing must never hide the error it describes
+                parts = [f"batch = {_describe_batch(batch, names)}"]
+                explanation = trace.explain() if trace is not None else ""
+            except Exception:  # noqa: BLE001
+                parts, explanation = [f"batch = a {type(batch).__name__}"], ""
+            parts += [explanation] if explanation else []
+            said = str(err).strip()
+            said += "" if said.endswith((".", "!", "?")) else "."
+            who = "PyTorch" if _raised_by_torch(err) else "The step"
+            raise _same_kind(err, f"{head}: {'; '.join(parts)}. {who} said: {said}") from err
+        finally:
+            if trace is not None:
+                trace.remove()
+
     def take_step(self, batch) -> None:
         batch = to_device(batch, self.device)
-        with autocast(self.device, enabled=self.step_amp):
-            out = _scalars(self.step_fn(self.model, batch), "the step")
+        first, self.first_step = self.first_step, False
+        with self._explained(batch, "step", first), autocast(self.device, enabled=self.step_amp):
+            returned = self.step_fn(self.model, batch)
+        out = _scalars(returned, "the step")
         if "loss" not in out:
             raise ValueError(f"the step must return a 'loss'; it returned {sorted(out)}")
         values = {k: (v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))).reshape(())
@@ -638,7 +956,8 @@ class _Run:
                 raise ValueError("with an optimizer, the step's 'loss' must be a tensor that requires grad "
                                  "(computed from the model's output, outside torch.no_grad())")
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            with self._explained(batch, "backward", first):
+                self.scaler.scale(loss).backward()
             if self.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -851,10 +1170,12 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
             torch's global generator, as :class:`dlbook.data.BatchLoader`'s
             and ``DataLoader``'s does). It is refused, with a
             :class:`~dlbook.checkpoint.CheckpointError` naming what changed,
-            unless the run is the same: the model's structure and initial
-            weights, the optimizer and scheduler and their settings, the
-            step, the data, the evaluations, the schedule, the random state
-            at the start (the seed), the state objects and ``config``.
+            unless the run is the same: the model's structure, settings and
+            initial weights, the code of its classes (an edited
+            ``forward``), the optimizer and scheduler and their settings,
+            the step and its code, the data, the evaluations, the schedule,
+            the random state at the start (the seed), the number of CPU
+            threads, the state objects and ``config``.
         config: anything else that makes the run (values the step reads
             from elsewhere), for the checkpoint's fingerprint.
         progress: show one progress bar for the whole call. Its ``loss`` is
@@ -865,6 +1186,11 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
     Raises:
         TrainingError: at the first step whose loss (or any returned value)
             is not finite, before that step's update.
+        RuntimeError, ValueError, TypeError, IndexError: when the first batch
+            of the call (also after a resume) cannot go through the step or
+            back: a new error of the same kind naming the batch's dtypes and
+            shapes, what the model's layer expected, and PyTorch's message;
+            the original error is chained. Later steps raise as they are.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -912,6 +1238,9 @@ def fit(model: nn.Module, loader: Iterable, *, step: Step | None = None,
         raise TypeError(f"eval_step must be a function; got {type(eval_step).__name__}")
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict; got {type(config).__name__}")
+    amp, progress = check_bool(amp, "amp"), check_bool(progress, "progress")
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path (str or os.PathLike) or None; got {type(checkpoint).__name__}")
     plan = _make_plan(loader, epochs, max_steps, eval_every, evals_per_epoch, log_every)
     device = get_device(None if device is None else str(device))
     model.to(device)

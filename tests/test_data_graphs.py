@@ -210,6 +210,53 @@ def test_a_graph_can_be_built_by_hand():
                        "train/val/test 1/1/1, device=cpu)")
 
 
+@pytest.mark.parametrize("edge_index, message", [
+    ([[0, 5], [1, 0]], "names node 5 (the source of edge 1: 5 -> 0)"),
+    ([[0, 1, 2], [1, 0, 3]], "names node 3 (the target of edge 2: 2 -> 3)"),
+    ([[0, -1], [1, 0]], "names node -1 (the source of edge 1: -1 -> 0)"),
+])
+def test_an_edge_to_a_node_that_does_not_exist_is_refused(edge_index, message):
+    with pytest.raises(ValueError) as err:
+        _tiny_graph(edge_index=torch.tensor(edge_index))
+    assert str(err.value) == (f"Graph.edge_index {message}, but the graph has N=3 nodes (x has 3 rows): "
+                              f"node ids must lie in 0..2")
+
+
+def test_a_graph_without_edges_or_nodes_is_fine():
+    assert _tiny_graph(edge_index=torch.zeros(2, 0, dtype=torch.long)).num_edges == 0
+    empty = dict(x=torch.zeros(0, 2), y=torch.zeros(0, dtype=torch.long), train_mask=torch.zeros(0, dtype=torch.bool),
+                 val_mask=torch.zeros(0, dtype=torch.bool), test_mask=torch.zeros(0, dtype=torch.bool))
+    assert data.Graph(**empty, edge_index=torch.zeros(2, 0, dtype=torch.long)).num_nodes == 0
+    with pytest.raises(ValueError, match=r"N=0 nodes .* must lie in nothing \(no nodes\)"):
+        data.Graph(**empty, edge_index=torch.tensor([[0], [0]]))
+
+
+@pytest.mark.parametrize("device", ["banana", "gpu0", ""])
+def test_graph_to_an_unknown_device_names_the_devices(device):
+    with pytest.raises(ValueError) as err:
+        _tiny_graph().to(device)
+    assert str(err.value) == ("device must be a device name: 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'; "
+                              f"got {device!r}")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_graph_to_meta_skips_the_node_ids_it_cannot_read():
+    moved = _tiny_graph().to("meta")
+    assert moved.edge_index.is_meta and moved.num_edges == 2
+
+
+def test_the_real_graphs_pass_their_own_checks(shared_data):
+    for name, nodes in (("cora", 2708), ("citeseer", 3327)):
+        g = data.load_graph(name)
+        assert g.num_nodes == nodes and int(g.edge_index.max()) < nodes
+        rebuilt = data.Graph(g.x, g.y, g.edge_index, g.train_mask, g.val_mask, g.test_mask, name)
+        assert torch.equal(rebuilt.edge_index, g.edge_index)
+        bad = g.edge_index.clone()
+        bad[1, 7] = nodes
+        with pytest.raises(ValueError, match=f"names node {nodes} .*N={nodes} nodes"):
+            data.Graph(g.x, g.y, bad, g.train_mask, g.val_mask, g.test_mask, name)
+
+
 @pytest.mark.parametrize("changes, match", [
     (dict(x=torch.zeros(3)), r"Graph.x must be \(N, C\)"),
     (dict(x=torch.zeros(3, 2, dtype=torch.long)), "Graph.x must be"),

@@ -372,6 +372,28 @@ def test_random_shift_rejects_a_bad_shift(max_shift):
         data.random_shift(torch.zeros(1, 1, 4, 4), max_shift=max_shift)
 
 
+@pytest.mark.parametrize("size, max_shift, bound", [((8, 8), 100, 7), ((8, 8), 8, 7), ((6, 7), 6, 5),
+                                                    ((28, 28), 28, 27), ((1, 5), 1, 0)])
+def test_random_shift_refuses_a_shift_that_moves_the_image_out(size, max_shift, bound):
+    H, W = size
+    with pytest.raises(ValueError) as err:
+        data.random_shift(torch.rand(2, 1, H, W), max_shift)
+    assert str(err.value) == (f"max_shift must be at most {bound} for {H}x{W} images (the side minus 1: a shift "
+                              f"of {bound + 1} moves the whole image out of the frame); got {max_shift}")
+
+
+def test_random_shift_up_to_the_side_minus_one_keeps_part_of_the_image():
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 6, 7) + 1
+    x[:, :, 0, 0] = 0  # each image's background (its minimum), which fills the border
+    out = data.random_shift(x, max_shift=5)
+    assert out.shape == x.shape
+    assert (out.flatten(1) > 0).any(1).all(), "every image keeps at least one pixel of itself"
+    assert ((out.flatten(1) > 0).sum(1) <= 2).any(), "a shift of 5 and 5 leaves a corner of 1 by 2 pixels"
+    flat = torch.rand(3, 1, 1, 5)
+    assert data.random_shift(flat, 0) is flat  # a zero shift needs no room
+
+
 def test_random_shift_fills_with_each_images_own_minimum():
     torch.manual_seed(0)
     x = torch.rand(16, 1, 6, 6)

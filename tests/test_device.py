@@ -97,6 +97,34 @@ def test_error_names_the_argument_when_not_from_the_environment(fake):
         dev.get_device("cuda")
 
 
+# a CUDA device this machine does not have ----------------------------------
+
+@pytest.mark.parametrize("fn, who", [
+    (dev.amp_dtype, "amp_dtype"),
+    (lambda d: dev.autocast(d).__enter__(), "autocast"),
+    (lambda d: dev.autocast(d, enabled=False).__enter__(), "autocast"),
+    (dev.grad_scaler, "grad_scaler"),
+    (lambda d: dev.grad_scaler(d, enabled=False), "grad_scaler"),
+    (dev.device_name, "device_name"),
+])
+@pytest.mark.parametrize("device", ["cuda", torch.device("cuda:0")])
+def test_cuda_without_a_gpu_is_refused_not_faked(fake, fn, who, device):
+    """torch disables autocast on a missing GPU (a warning, float32) while amp_dtype said float16."""
+    fake(cuda=False, bf16=False)
+    with pytest.raises(ValueError) as err:
+        fn(device)
+    assert str(err.value) == (f"{who}({str(device)!r}): this machine has no such device (CUDA is not available); "
+                              f"use dlbook.get_device() or 'cpu'")
+
+
+def test_a_cuda_index_beyond_the_gpus_is_refused(fake):
+    fake(cuda=True, n_cuda=2, bf16=True)
+    assert dev.amp_dtype("cuda:1") == torch.bfloat16
+    with pytest.raises(ValueError, match=r"amp_dtype\('cuda:2'\): this machine has no such device "
+                                         r"\(it has 2 CUDA device\(s\)\)"):
+        dev.amp_dtype("cuda:2")
+
+
 # amp_dtype ----------------------------------------------------------------
 
 @pytest.mark.parametrize("bf16, expected", [(True, torch.bfloat16), (False, torch.float16)])
@@ -284,6 +312,8 @@ def test_amp_dtype_and_scaler_follow_the_cpu(native_bf16):
                                 lambda d: dev.autocast(d).__enter__()])
 @pytest.mark.parametrize("device, error, match", [
     ("gpu", ValueError, "device name"),
+    ("banana", ValueError, r"^device must be a device name: 'cpu', 'cuda', 'cuda:N' \(N = 0, 1, \.\.\.\) or "
+                           r"'mps'; got 'banana'$"),
     ("", ValueError, "device name"),
     (0, TypeError, "device"),
     (None, TypeError, "device"),

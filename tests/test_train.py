@@ -2,6 +2,7 @@
 History; EMA; checkpoints that resume exactly and only the same run."""
 
 import collections
+import math
 import os
 import signal
 import subprocess
@@ -516,6 +517,13 @@ BAD_ARGUMENTS = [
     (dict(evals={"val_set": []}), ValueError, "evaluation names"), (dict(evals={"val": 3}), TypeError, "loader or a function"),
     (dict(config=[1, 2]), TypeError, "config"),
     (dict(device="tpu"), ValueError, "cuda"),
+    # a switch that is not True or False ("no" would count as true: a bar, or mixed precision)
+    (dict(progress="no"), TypeError, "progress must be True or False; got 'no'"),
+    (dict(progress=None), TypeError, "progress must be True or False"),
+    (dict(amp="no"), TypeError, "amp must be True or False; got 'no'"),
+    (dict(amp=1), TypeError, "amp must be True or False; got 1"),
+    (dict(checkpoint=123), TypeError, r"checkpoint must be a path \(str or os.PathLike\) or None; got int$"),
+    (dict(checkpoint=["run.pt"]), TypeError, "checkpoint must be a path"),
 ]
 
 
@@ -566,6 +574,223 @@ def test_supervised_step_checks_its_batch():
         train.supervised()(mlp(), (torch.zeros(2, 2), torch.zeros(2), torch.zeros(2)))
     with pytest.raises(TypeError, match="loss_fn"):
         train.supervised("mse")
+
+
+# the first batch: errors in the reader's words -------------------------------
+
+def _labelled(y, n=16, width=2):
+    """An unshuffled loader of ``n`` random inputs with the labels ``y``, 8 a batch."""
+    return BatchLoader(torch.randn(n, width, generator=torch.Generator().manual_seed(0)), y, batch_size=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_labels_of_another_dtype_are_refused_before_the_loss(native_bf16, dtype):
+    model = mlp()
+    before = clone_state(model)
+    y = (torch.arange(16) % 3).to(dtype)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError) as err:
+        train.fit(model, _labelled(y), epochs=1, optimizer=sgd(model), device="cpu", progress=False)
+    message = str(err.value)
+    assert isinstance(err.value, train.LabelError)
+    assert message.startswith("The first batch (step 1) could not go through the step (supervised(cross_entropy)): "
+                              f"the labels y are {name}; cross-entropy wants class indices (int64): use y.long().")
+    assert f"(x: float32 [8, 2], y: {name} [8])" in message and "y_hat:" in message
+    assert "expected target dtype" not in message
+    assert state_equal(before, model.state_dict())  # refused before any update
+
+
+def test_class_probabilities_are_not_labels(native_bf16):
+    """A float target shaped like the output is a distribution over classes, which cross-entropy takes."""
+    model = mlp()
+    probabilities = torch.softmax(torch.randn(16, 3), dim=1)
+    history = train.fit(model, _labelled(probabilities), epochs=1, optimizer=sgd(model), device="cpu",
+                        progress=False, step=train.supervised(F.cross_entropy))
+    assert "train_acc" not in history.last and math.isfinite(history.last["train_loss"])
+
+
+def test_a_label_that_is_not_a_class_is_named_with_the_batch(native_bf16):
+    model = mlp()  # 3 classes
+    y = torch.arange(16) % 3
+    y[5] = 9
+    before = clone_state(model)
+    with pytest.raises(ValueError) as err:
+        train.fit(model, _labelled(y), epochs=1, optimizer=sgd(model), device="cpu", progress=False)
+    message = str(err.value)
+    assert message.startswith("The first batch (step 1) could not go through the step (supervised(cross_entropy)): "
+                              "label 9 (y[5]) is not a class of this model: its output has 3 classes (dim 1 of "
+                              "y_hat), so labels must lie in 0..2.")
+    assert "The batch: (x: float32 [8, 2], y: int64 [8])" in message and "out of bounds" not in message
+    assert state_equal(before, model.state_dict())
+
+
+def test_a_bad_label_in_a_later_batch_names_its_step(native_bf16):
+    y = torch.arange(24) % 3
+    y[17] = -1  # the third batch of 8
+    updates = []
+    with pytest.raises(train.LabelError, match=r"^step 3: label -1 \(y\[1\]\) is not a class of this model.*"
+                                               r"must lie in 0\.\.2 \(a label to ignore must equal ignore_index, "
+                                               r"here -100\)"):
+        fit(mlp(), _labelled(y, n=24), epochs=1, amp=True, after_step=lambda m: updates.append(1))
+    assert len(updates) == 2
+
+
+@pytest.mark.parametrize("loss_fn, ignored", [
+    (F.cross_entropy, -100), (nn.CrossEntropyLoss(), -100), (partial(F.cross_entropy, ignore_index=3), 3),
+    (nn.CrossEntropyLoss(ignore_index=-1), -1),
+])
+def test_ignore_index_is_not_a_bad_label(loss_fn, ignored):
+    y = torch.arange(16) % 3
+    y[::4] = ignored
+    model = mlp()
+    history = fit(model, _labelled(y), epochs=1, step=train.supervised(loss_fn), optimizer=sgd(model))
+    assert math.isfinite(history.last["train_loss"])
+    y[1] = 7
+    with pytest.raises(train.LabelError, match=r"label 7 \(y\[1\]\) is not a class"):
+        fit(model, _labelled(y), epochs=1, step=train.supervised(loss_fn), optimizer=sgd(model))
+
+
+def test_nll_labels_are_checked_too_and_in_evaluate():
+    model = nn.Sequential(nn.Linear(2, 3), nn.LogSoftmax(dim=1))
+    y = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(train.LabelError, match=r"^label 3 \(y\[3\]\) is not a class.*3 classes"):
+        train.evaluate(model, [(torch.randn(4, 2), y)], train.supervised(F.nll_loss))
+    with pytest.raises(train.LabelError, match=r"labels y are float32"):
+        train.supervised(nn.NLLLoss())(model, (torch.randn(4, 2), y.float()))
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_an_input_of_the_wrong_width_names_the_batch_and_the_layer(native_bf16, named):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3)) if named else nn.Linear(4, 3)
+    layer = "Linear '0'" if named else "Linear"
+    before = clone_state(model)
+    loader = BatchLoader(torch.randn(16, 5), torch.arange(16) % 3, batch_size=8)
+    with pytest.raises(RuntimeError) as err:
+        train.fit(model, loader, epochs=1, optimizer=sgd(model), device="cpu", progress=False)
+    assert str(err.value) == (
+        "The first batch (step 1) could not go through the step (supervised(cross_entropy)): "
+        "batch = (x: float32 [8, 5], y: int64 [8]); "
+        f"the model's first layer {layer} expects float32 input with 4 features (its last dimension), "
+        "but its input is float32 [8, 5]. "
+        "PyTorch said: mat1 and mat2 shapes cannot be multiplied (8x5 and 4x3).")
+    assert type(err.value) is RuntimeError
+    assert isinstance(err.value.__cause__, RuntimeError)  # the original, chained
+    assert str(err.value.__cause__) == "mat1 and mat2 shapes cannot be multiplied (8x5 and 4x3)"
+    assert state_equal(before, model.state_dict())
+
+
+def test_a_mismatch_deeper_in_the_model_names_that_layer():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))  # for 7x7 inputs
+    loader = BatchLoader(torch.randn(16, 1, 8, 8), torch.arange(16) % 3, batch_size=8)
+    with pytest.raises(RuntimeError, match=r"batch = \(x: float32 \[8, 1, 8, 8\], y: int64 \[8\]\); the model's "
+                                           r"layer Linear '3' expects float32 input with 100 features \(its last "
+                                           r"dimension\), but its input is float32 \[8, 144\]\. PyTorch said: "):
+        fit(model, loader, epochs=1)
+    channels = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 3))
+    with pytest.raises(RuntimeError, match=r"the model's first layer Conv2d '0' expects float32 input "
+                                           r"\(B, 3, H, W\) with 3 channels, but its input is float32 \[8, 1, 8, 8\]"):
+        fit(channels, loader, epochs=1)
+    embedding = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3))
+    tokens = BatchLoader(torch.arange(48).reshape(16, 3) % 13, torch.arange(16) % 3, batch_size=8)
+    with pytest.raises(IndexError, match=r"first layer Embedding '0' expects integer ids in 0\.\.9, but its "
+                                         r"input is int64 \[8, 3\] with ids 0\.\.12\. PyTorch said: index out of range"):
+        fit(embedding, tokens, epochs=1)
+
+
+def test_an_error_of_a_custom_step_names_the_batch_and_the_models_output():
+    def classify(model, batch):
+        x, y = batch
+        return {"loss": F.cross_entropy(model(x), y)}
+
+    y = torch.arange(16) % 3
+    y[0] = 7
+    with pytest.raises(IndexError) as err:
+        fit(mlp(), _labelled(y), epochs=1, step=classify)
+    assert str(err.value) == ("The first batch (step 1) could not go through the step (classify): "
+                              "batch = (float32 [8, 2], int64 [8]); the model's output: float32 [8, 3]. "
+                              "PyTorch said: Target 7 is out of bounds.")
+    assert isinstance(err.value.__cause__, IndexError)
+
+    def checks_itself(model, batch):
+        raise ValueError("the batch must hold images")
+
+    with pytest.raises(ValueError, match=r"\(checks_itself\): batch = \(float32 \[8, 2\], int64 \[8\]\); the "
+                                         r"model's first layer Linear '0' expects float32 input with 2 features "
+                                         r"\(its last dimension\)\. The step said: the batch must hold images\.$"):
+        model = mlp()
+        fit(model, _labelled(y), epochs=1, step=checks_itself, optimizer=sgd(model))
+
+
+def test_a_backward_that_fails_on_the_first_batch_is_explained():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.fc(x).sigmoid().mul_(2)  # sigmoid's backward needs the output it overwrote
+
+    with pytest.raises(RuntimeError, match=r"^The first batch \(step 1\) went through the step \(supervised\("
+                                           r"cross_entropy\)\), but back-propagating its loss failed: batch = \(x: "
+                                           r"float32 \[8, 2\], y: int64 \[8\]\)\. PyTorch said: one of the "
+                                           r"variables needed for gradient computation has been modified") as err:
+        fit(InPlace(), _labelled(torch.arange(16) % 3), epochs=1)
+    assert isinstance(err.value.__cause__, RuntimeError)
+
+
+def _picky_step(model, batch):
+    """Doubles the width of a batch that holds class 2 only: a malformed batch, on purpose."""
+    x, y = batch
+    if bool((y == 2).all()):
+        x = torch.cat([x, x], dim=1)
+    return {"loss": F.cross_entropy(model(x), y)}
+
+
+def test_only_the_first_step_of_a_call_is_explained_also_after_a_resume(tmp_path, capsys):
+    y = torch.arange(48) % 3
+    y[16:24] = 2  # the third batch
+    path = tmp_path / "run.pt"
+
+    def run():
+        torch.manual_seed(0)
+        model = mlp()
+        return fit(model, _labelled(y, n=48), epochs=1, step=_picky_step, optimizer=sgd(model), eval_every=2,
+                   checkpoint=path)
+
+    with pytest.raises(RuntimeError) as err:  # step 3, not the first: torch's own error, unchanged
+        run()
+    assert str(err.value) == "mat1 and mat2 shapes cannot be multiplied (8x4 and 2x16)"
+    assert err.value.__cause__ is None
+    assert load_checkpoint(path)["step"] == 2
+    with pytest.raises(RuntimeError) as err:  # resumed after step 2: step 3 is the first of this call
+        run()
+    assert "Resumed from" in capsys.readouterr().out
+    assert str(err.value) == (
+        "The first batch after resuming (step 3) could not go through the step (_picky_step): "
+        "batch = (float32 [8, 2], int64 [8]); the model's first layer Linear '0' expects float32 input with 2 "
+        "features (its last dimension), but its input is float32 [8, 4]. "
+        "PyTorch said: mat1 and mat2 shapes cannot be multiplied (8x4 and 2x16).")
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt("stop"), train.TrainingError("diverged"),
+                                   CheckpointError("run.pt", "is broken")])
+def test_the_first_step_lets_interrupts_and_dlbooks_own_errors_through(error):
+    def step(model, batch):
+        raise error
+
+    with pytest.raises(type(error)) as err:
+        fit(mlp(), _labelled(torch.arange(16) % 3), epochs=1, step=step)
+    assert err.value is error
+
+
+def test_the_first_step_leaves_no_hooks_behind(loaders):
+    model = mlp()
+    fit(model, loaders[0], epochs=1)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="first batch"):
+        fit(model, BatchLoader(torch.randn(8, 3), torch.arange(8) % 3, batch_size=4), epochs=1)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 # evaluate ---------------------------------------------------------------------
@@ -727,6 +952,26 @@ def test_to_device_handles_every_kind_of_batch():
     assert isinstance(out["a"], tuple) and isinstance(out["a"][1], list) and isinstance(out["a"][1][1], Pair)
     assert out["n"] == 3 and out["s"] == "text" and out["none"] is None
     assert graph.moved_to == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda:x", ""])
+def test_to_device_names_the_devices_in_one_line(device):
+    with pytest.raises(ValueError) as err:
+        train.to_device((torch.zeros(2), torch.zeros(2)), device)
+    message = str(err.value)
+    assert message == ("device must be a device name: 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'; "
+                       f"got {device!r}")
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # not torch's list of 20 device types
+    with pytest.raises(TypeError, match="device"):
+        train.to_device(torch.zeros(2), 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(amp="no"), "amp must be True or False"),
+                                           (dict(grad="yes"), "grad must be True or False"),
+                                           (dict(device="banana"), "'cuda:N'")])
+def test_evaluate_validates_its_switches(loaders, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        train.evaluate(mlp(), loaders[1], **kwargs)
 
 
 # checkpoints ------------------------------------------------------------------

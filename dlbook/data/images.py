@@ -135,8 +135,15 @@ def denormalize(x: torch.Tensor, name: str) -> torch.Tensor:
 def random_shift(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     """Shift each image by up to ``max_shift`` pixels in each direction.
 
-    The border is filled with the image's background value (its minimum).
-    The shifts come from the global torch generator.
+    Each image moves by its own ``dy`` and ``dx``, each drawn uniformly from
+    ``-max_shift..max_shift``. The border is filled with the image's
+    background value (its minimum). The shifts come from the global torch
+    generator.
+
+    ``max_shift`` is at most ``min(H, W) - 1``: a shift of ``H`` rows (or
+    ``W`` columns) moves the whole image out of the frame and leaves only
+    background, so a larger bound is a mistake (pixels for a fraction, or
+    another image size), not an augmentation.
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
@@ -144,9 +151,12 @@ def random_shift(x: torch.Tensor, max_shift: int = 2) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"random_shift expects (B, C, H, W) images; got shape {tuple(getattr(x, 'shape', ()))}")
     s = check_int(max_shift, "max_shift", minimum=0)
+    B, C, H, W = x.shape
+    if s and s >= min(H, W):
+        raise ValueError(f"max_shift must be at most {min(H, W) - 1} for {H}x{W} images (the side minus 1: "
+                         f"a shift of {min(H, W)} moves the whole image out of the frame); got {s}")
     if s == 0:
         return x
-    B, C, H, W = x.shape
     fill = x.amin(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1): each image's background
     padded = torch.nn.functional.pad(x - fill, (s, s, s, s)) + fill  # (B, C, H+2s, W+2s)
     dy = torch.randint(0, 2 * s + 1, (B,))
