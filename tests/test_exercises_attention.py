@@ -1,13 +1,20 @@
 """The attention chapter's exercises: right answers pass, typical wrong ones
 get a hint that never gives the solution away, and the rules are enforced."""
 
+import copy
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+# names bound before any check, as a reader's notebook may have bound them
+from torch.nn.functional import multi_head_attention_forward as mha_forward
+from torch.nn.functional import scaled_dot_product_attention as torch_sdpa
 
 from dlbook import attention, exercises
+from dlbook.attention import local_attention as our_local
+from dlbook.attention import scaled_dot_product_attention as our_sdpa
 from exercise_helpers import assert_fails_with_hint, assert_passes, check, wrong_cases
 
 # The right answers, as a reader would write them ---------------------------------
@@ -216,6 +223,133 @@ def test_the_rule_is_enforced_and_restored(capsys):
     x = torch.randn(1, 3, 8)
     assert mha(x, x, x)[0].shape == (1, 3, 8)
     assert isinstance(attention.MultiHeadAttention(8, 2).load_torch_weights(mha), attention.MultiHeadAttention)
+
+
+# Every way around the head_weights rule that the reviews list (names bound before the check,
+# saved methods, deep copies, subclasses, torch's functional and aten paths, dlbook's own
+# functions) is refused, and the hint names the rule and what the answer called. "got through"
+# marks those that the check let through while it forbade names only.
+
+MHA_FORWARD = nn.MultiheadAttention.forward
+MODULE_CALL = nn.Module.__call__
+OUR_FORWARD = attention.MultiHeadAttention.forward
+OUR_LOAD = attention.MultiHeadAttention.load_torch_weights
+
+
+class EarlierMHA(nn.MultiheadAttention):
+    """A subclass made before the check."""
+
+
+def _qk_eye(mha, x, h):
+    """Head h's queries and keys, computed by hand, and an identity as the values: any attention
+    function then returns the weights as its output."""
+    d = mha.embed_dim
+    hs = d // mha.num_heads
+    rows = slice(h * hs, (h + 1) * hs)
+    W, b = mha.in_proj_weight, mha.in_proj_bias
+    q = x @ W[:d][rows].T + b[:d][rows]  # (B, T, hs)
+    k = x @ W[d:2 * d][rows].T + b[d:2 * d][rows]
+    B, T, _ = x.shape
+    return q, k, torch.eye(T).expand(B, T, T)
+
+
+def _ours(mha):
+    """dlbook's MultiHeadAttention with mha's projections, copied by hand."""
+    ours = attention.MultiHeadAttention(mha.embed_dim, mha.num_heads)
+    with torch.no_grad():
+        for proj, w, b in zip((ours.query_proj, ours.key_proj, ours.value_proj), mha.in_proj_weight.chunk(3),
+                              mha.in_proj_bias.chunk(3)):
+            proj.weight.copy_(w)
+            proj.bias.copy_(b)
+    return ours
+
+
+def _pre_bound_functional(mha, x, h):  # got through
+    t = x.transpose(0, 1)  # (T, B, d_model)
+    return mha_forward(t, t, t, mha.embed_dim, mha.num_heads, mha.in_proj_weight, mha.in_proj_bias, None, None,
+                       False, 0.0, mha.out_proj.weight, mha.out_proj.bias, training=False, need_weights=True,
+                       average_attn_weights=False)[1][:, h]
+
+
+def _earlier_subclass(mha, x, h):
+    m = EarlierMHA(mha.embed_dim, mha.num_heads, batch_first=True)
+    m.load_state_dict(mha.state_dict())
+    return m(x, x, x, average_attn_weights=False)[1][:, h]
+
+
+def _loaded_by_saved_method(mha, x, h):  # got through
+    ours = OUR_LOAD(attention.MultiHeadAttention(mha.embed_dim, mha.num_heads), mha)
+    q, k = ours.split_heads(ours.query_proj(x)), ours.split_heads(ours.key_proj(x))  # (B, nh, T, hs)
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(ours.head_size), dim=-1)[:, h]
+
+
+def _sdpa_without_torch_function(mha, x, h):  # got through
+    with torch._C.DisableTorchFunction():
+        return torch_sdpa(*_qk_eye(mha, x, h))
+
+
+BYPASSES = [
+    (_pre_bound_functional, "torch.nn.functional.multi_head_attention_forward"),
+    (lambda mha, x, h: MHA_FORWARD(mha, x, x, x, average_attn_weights=False)[1][:, h],
+     "MultiheadAttention.forward"),  # refused before through the name F.multi_head_attention_forward
+    (lambda mha, x, h: MODULE_CALL(mha, x, x, x, average_attn_weights=False)[1][:, h], "MultiheadAttention.forward"),
+    (lambda mha, x, h: copy.deepcopy(mha)(x, x, x, average_attn_weights=False)[1][:, h],
+     "MultiheadAttention.forward"),
+    (_earlier_subclass, "MultiheadAttention.forward"),
+    (lambda mha, x, h: torch_sdpa(*_qk_eye(mha, x, h)), "scaled_dot_product_attention"),  # got through
+    (lambda mha, x, h: F.scaled_dot_product_attention(*_qk_eye(mha, x, h)),
+     "scaled_dot_product_attention"),  # got through
+    (lambda mha, x, h: torch.ops.aten.scaled_dot_product_attention(*_qk_eye(mha, x, h)),
+     "scaled_dot_product_attention"),  # got through
+    (lambda mha, x, h: torch.ops.aten._scaled_dot_product_attention_math.default(*_qk_eye(mha, x, h))[1],
+     "_scaled_dot_product_attention_math"),  # got through: this operator returns the weights
+    (lambda mha, x, h: torch._native_multi_head_attention(
+        x, x, x, mha.embed_dim, mha.num_heads, mha.in_proj_weight, mha.in_proj_bias, mha.out_proj.weight,
+        mha.out_proj.bias, need_weights=True, average_attn_weights=False)[1][:, h],
+     "_native_multi_head_attention"),  # got through
+    (_sdpa_without_torch_function, "_safe_softmax"),  # got through; only the operator level sees it
+    (lambda mha, x, h: our_sdpa(*_qk_eye(mha, x, h))[1],
+     "dlbook.attention.scaled_dot_product_attention"),  # got through
+    (lambda mha, x, h: our_local(*_qk_eye(mha, x, h), window=x.shape[1]),
+     "dlbook.attention.local_attention"),  # got through
+    (lambda mha, x, h: OUR_FORWARD(_ours(mha), x, need_weights=True)[1][:, h], "MultiHeadAttention.forward"),
+    (_loaded_by_saved_method, "MultiHeadAttention.load_torch_weights"),  # got through
+]
+
+
+@pytest.mark.parametrize("answer, called", BYPASSES)
+def test_every_bypass_of_the_head_weights_rule_is_refused(answer, called, capsys):
+    result, out = check("attention.head_weights", answer, capsys)
+    assert not result.passed, out
+    assert "the rule is: compute the weights from in_proj_weight and in_proj_bias yourself" in out, out
+    assert called in out, out
+
+
+def test_the_bypasses_compute_the_right_weights():
+    """Each bypass would pass if the check let it through: its refusal is what fails it."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(12, 3, batch_first=True)
+    x = torch.randn(2, 5, 12)
+    for answer, _ in BYPASSES:
+        for h in range(3):
+            assert torch.allclose(answer(mha, x, h).double(), _head_weights(mha, x, h).double(), atol=1e-5)
+
+
+def test_every_function_and_mode_is_restored_after_the_check(capsys):
+    functions = (nn.MultiheadAttention.forward, F.multi_head_attention_forward, our_sdpa, our_local, OUR_FORWARD,
+                 OUR_LOAD, OUR_LOAD.__wrapped__)  # load_torch_weights is torch.no_grad's wrapper of the method
+    codes = [f.__code__ for f in functions]
+    for answer, _ in BYPASSES:
+        check("attention.head_weights", answer, capsys)
+    assert codes == [f.__code__ for f in functions]
+    assert torch._C._len_torch_function_stack() == 0 and torch._C._len_torch_dispatch_stack() == 0
+    assert F.scaled_dot_product_attention is torch_sdpa
+    q = torch.randn(1, 3, 4)
+    assert torch.allclose(torch_sdpa(q, q, q), our_sdpa(q, q, q)[0], atol=1e-6)  # no mode left behind
+    assert torch.ops.aten._scaled_dot_product_attention_math(q, q, q)[1].shape == (1, 3, 3)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    assert mha_forward is F.multi_head_attention_forward and mha(q.repeat(1, 1, 2), q.repeat(1, 1, 2),
+                                                                 q.repeat(1, 1, 2))[1].shape == (1, 3, 3)
 
 
 @pytest.mark.parametrize("key", ["attention.packed_mask", "attention.head_weights"])

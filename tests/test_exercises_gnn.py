@@ -3,9 +3,14 @@ hint that never gives the solution away, and the rules are enforced."""
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
+# names bound before any check, as a reader's notebook may have bound them
+from numpy.linalg import eigh as np_eigh
+from scipy.sparse.linalg import eigsh, splu
 
 from dlbook import exercises, gnn
+from dlbook.gnn import degree, khop_nodes, laplacian
 from exercise_helpers import assert_fails_with_hint, assert_passes, check, wrong_cases
 
 # The right answers, as a reader would write them ---------------------------------
@@ -291,3 +296,94 @@ def test_student_stub_is_not_yet(key, capsys):
 def test_numpy_numbers_are_right_answers(key, answer, capsys):
     result, out = check(key, answer, capsys)
     assert result.passed, out
+
+
+# Every way around the two rules through a name bound before the check, or through scipy's sparse
+# solvers, is refused, and the hint names the rule and what the answer called. "got through" marks
+# those that the check let through while it forbade names only (or, for splu, not at all).
+
+def _hop_by_khop(edge_index, n):  # got through
+    return torch.stack([(khop_nodes(edge_index, n, v, 2) == 2).sum() for v in range(n)])
+
+
+def _hop_by_degree(edge_index, n):  # the package's degree, under its own name: got through
+    deg = degree(edge_index[1], n)
+    return _two_hop(edge_index, n) + 0 * deg.long()
+
+
+def _a_hat(edge_index, n, shift=0.0):
+    """A_hat - shift I as a scipy sparse matrix, built from the edge list (no product)."""
+    d = np.bincount(edge_index[1].numpy(), minlength=n) + 1.0
+    rows, cols = edge_index[1].numpy(), edge_index[0].numpy()
+    values = np.concatenate([1 / np.sqrt(d[rows] * d[cols]), 1 / d - shift])
+    index = (np.concatenate([rows, np.arange(n)]), np.concatenate([cols, np.arange(n)]))
+    return scipy.sparse.csc_matrix((values, index), shape=(n, n))
+
+
+def _unit(v):
+    v = np.abs(v)
+    return torch.tensor(v / np.linalg.norm(v))
+
+
+def _lim_eigsh(edge_index, n):  # got through, even on the ring of 200,000 nodes
+    return _unit(eigsh(_a_hat(edge_index, n), k=1, sigma=1 + 1e-10)[1][:, 0])
+
+
+def _lim_inverse_iteration(edge_index, n):  # got through: a few solves with A_hat - (1 + eps) I
+    lu = splu(_a_hat(edge_index, n, shift=1 + 1e-10))
+    v = np.ones(n)
+    for _ in range(5):
+        v = lu.solve(v)
+        v = v / np.linalg.norm(v)
+    return _unit(v)
+
+
+def _lim_numpy_eigh(edge_index, n):  # got through the small graphs; the large one is too large for it
+    A = _a_hat(edge_index, n).toarray()
+    return _unit(np_eigh(A)[1][:, -1])
+
+
+def _lim_laplacian(edge_index, n):  # got through the small graphs
+    L = laplacian(edge_index, n)
+    return _limit(edge_index, n) + 0 * L.sum()
+
+
+GNN_BYPASSES = [
+    ("gnn.two_hop_count", _hop_by_khop, "dlbook.gnn.khop_nodes"),
+    ("gnn.two_hop_count", _hop_by_degree, "dlbook.gnn.degree"),
+    ("gnn.oversmoothing_limit", _lim_eigsh, "scipy.sparse.linalg.eigsh"),
+    ("gnn.oversmoothing_limit", _lim_inverse_iteration, "scipy.sparse.linalg.splu"),
+    ("gnn.oversmoothing_limit", _lim_numpy_eigh, "numpy.linalg.eigh"),
+    ("gnn.oversmoothing_limit", _lim_laplacian, "dlbook.gnn.laplacian"),
+]
+RULES = {"gnn.two_hop_count": "gathers and scatters along edge_index: no N x N matrix",
+         "gnn.oversmoothing_limit": "reason it out: no eigen-solver or linear solver, no matrix product"}
+
+
+@pytest.mark.parametrize("key, answer, called", GNN_BYPASSES)
+def test_every_bypass_through_a_name_bound_before_the_check_is_refused(key, answer, called, capsys):
+    result, out = check(key, answer, capsys)
+    assert not result.passed, out
+    assert f"the rule is: {RULES[key]}" in out, out
+    assert called in out, out
+
+
+def test_the_bypasses_give_the_right_answers():
+    """Each bypass would pass (on the graphs it can handle) if the check let it through."""
+    graph = gnn.random_connected_graph(15, 25, torch.Generator().manual_seed(1))
+    for key, answer, _ in GNN_BYPASSES:
+        right = RIGHT[key](graph, 15)
+        assert torch.allclose(answer(graph, 15).double(), right.double(), atol=1e-6), answer.__name__
+
+
+def test_every_function_is_restored_after_the_checks(capsys):
+    functions = (khop_nodes, degree, laplacian, eigsh, splu, np_eigh)
+    codes = [f.__code__ for f in (khop_nodes, degree, laplacian, eigsh, splu, np_eigh._implementation)]
+    for key, answer, _ in GNN_BYPASSES:
+        check(key, answer, capsys)
+    assert functions == (gnn.khop_nodes, gnn.degree, gnn.laplacian, scipy.sparse.linalg.eigsh,
+                         scipy.sparse.linalg.splu, np.linalg.eigh)
+    assert codes == [f.__code__ for f in (khop_nodes, degree, laplacian, eigsh, splu, np_eigh._implementation)]
+    graph = gnn.ring_graph(6)
+    assert torch.equal(_hop_by_khop(graph, 6), torch.ones(6, dtype=torch.int64) * 2)
+    assert torch.allclose(_lim_inverse_iteration(graph, 6), torch.full((6,), 6 ** -0.5, dtype=torch.float64))

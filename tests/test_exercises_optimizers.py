@@ -1,13 +1,18 @@
 """The optimizers chapter's exercises: right answers pass, typical wrong ones
-get a hint that never gives the solution away, and the rules are enforced."""
+get a hint that never gives the solution away, and the rules are enforced,
+however the answer reaches what they forbid."""
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from torch.optim import Adamax as PreBoundAdamax  # names bound before a check: the reviews' bypass
+from torch.optim.adamax import _single_tensor_adamax as pre_bound_single_tensor_adamax
+from torch.optim.adamax import adamax as pre_bound_adamax
 
-from dlbook import exercises
+from dlbook import exercises, optim
 from exercise_helpers import assert_fails_with_hint, assert_passes, check, wrong_cases
 
 # The right answers, as a reader would write them ---------------------------------
@@ -27,13 +32,17 @@ def _adamax_in_place(theta, g, m, u, t, lr, beta1, beta2):
     return theta, m, u
 
 
-ORDER = ["rmsprop", "adam", "momentum", "sgd"]  # the saddle race, first to escape first
+RATIOS = (1.0, 1 - 0.999**10)  # u_10 / |g| for Adamax, and for an average of |g| started at 0
+MU, LAMBDA = 0.9, 100.0
+HEAVY_BALL = 2 * (1 + MU) / LAMBDA  # 0.038
+NESTEROV = 2 * (1 + MU) / ((1 + 2 * MU) * LAMBDA)  # 0.0135714...
+S5 = 1 - (1 - 2.5) ** 5  # 1 - (-1.5)^5 = 8.59375
 
 RIGHT = {
-    "optimizers.adamax": _adamax,
-    "optimizers.saddle_escape": (76, ["rmsprop", "adam", "momentum", "sgd"]),
+    "optimizers.adamax": (_adamax, RATIOS),
+    "optimizers.momentum_limit": (HEAVY_BALL, NESTEROV),
     "optimizers.first_step_ratio": lambda b1, b2: (1 - b1) / math.sqrt(1 - b2),
-    "optimizers.three_weights": ([0.0, 0.0, 0.0], "saddle point"),
+    "optimizers.lookahead_rescue": (1 / S5, 2 / S5, False),
 }
 
 
@@ -68,40 +77,51 @@ def _adamax_rms(theta, g, m, u, t, lr, beta1, beta2):
     return theta - lr / (1 - beta1**t) * m / u, m, u
 
 
-def _adamax_by_torch(theta, g, m, u, t, lr, beta1, beta2):
+def _adamax_by_torch(theta, g, m, u, t, lr, beta1, beta2, make=torch.optim.Adamax, **settings):
+    """torch's Adamax, its state set to (m, u, t - 1) so that one step is the answer's."""
     p = theta.clone().requires_grad_(True)
-    opt = torch.optim.Adamax([p], lr=lr, betas=(beta1, beta2))
-    p.grad = g
+    opt = make([p], lr=lr, betas=(beta1, beta2), eps=0.0, **settings)
+    opt.state[p] = {"step": torch.tensor(float(t - 1)), "exp_avg": m.clone(), "exp_inf": u.clone()}
+    p.grad = g.clone()
     opt.step()
-    return p.detach(), m, u
+    state = opt.state[p]
+    return p.detach(), state["exp_avg"], state["exp_inf"]
 
 
-def _adamax_by_functional(theta, g, m, u, t, lr, beta1, beta2):
-    import torch.optim.adamax as module
-
-    module.adamax([theta], [g], [m], [u], [torch.tensor(float(t - 1))], eps=1e-8, beta1=beta1, beta2=beta2,
-                  lr=lr, weight_decay=0.0)
+def _adamax_by_functional(theta, g, m, u, t, lr, beta1, beta2, function=pre_bound_adamax, **settings):
+    theta, m, u = theta.clone(), m.clone(), u.clone()
+    function([theta], [g], [m], [u], [torch.tensor(float(t - 1))], eps=0.0, beta1=beta1, beta2=beta2,
+             lr=lr, weight_decay=0.0, **settings)
     return theta, m, u
+
+
+def _adamax_by_foreach_ops(theta, g, m, u, t, lr, beta1, beta2):
+    (m,) = torch._foreach_add(torch._foreach_mul([m], beta1), torch._foreach_mul([g], 1 - beta1))
+    (u,) = torch._foreach_maximum(torch._foreach_mul([u], beta2), torch._foreach_abs([g]))
+    return theta - lr / (1 - beta1**t) * m / u, m, u
 
 
 WRONG = {
     "optimizers.adamax": [
-        (_adamax_sum, "adds |g|"), (_adamax_no_correction, "unbiased"), (_adamax_off_by_one, "power of beta1"),
-        (_adamax_m_without_weight, "m is not right"), (_adamax_rms, "u is not right"),
-        (_adamax_by_torch, "the rule"), (_adamax_by_functional, "the rule"),
-        (lambda *args: _adamax(*args)[0], "triple"), (lambda *args: [v.tolist() for v in _adamax(*args)], "tensors"),
-        (3, "function"),
+        ((_adamax_sum, RATIOS), "adds |g|"), ((_adamax_no_correction, RATIOS), "unbiased"),
+        ((_adamax_off_by_one, RATIOS), "power of beta1"), ((_adamax_m_without_weight, RATIOS), "m is not right"),
+        ((_adamax_rms, RATIOS), "u is not right"),
+        ((lambda *args: _adamax(*args)[0], RATIOS), "triple"),
+        ((lambda *args: [v.tolist() for v in _adamax(*args)], RATIOS), "tensors"),
+        ((_adamax, (1 - 0.999, RATIOS[1])), "Follow u by hand"),
+        ((_adamax, (1 - 0.999**10, RATIOS[1])), "Follow u by hand"),
+        ((_adamax, (1.0, 10 * (1 - 0.999))), "Sum the series"),
+        ((_adamax, (1.0, 1 - 0.999)), "after one step"), ((_adamax, (1.0, 1.0)), "a_1, a_2 and a_3"),
+        ((_adamax, (1.0,)), "two numbers"), ((_adamax, ("1", "0.01")), "two numbers"),
+        (_adamax, "the pair"), ((3, RATIOS), "the pair"), (3, "the pair"),
     ],
-    "optimizers.saddle_escape": [
-        ((75, ORDER), "off by one"), ((77, ORDER), "off by one"), ((38, ORDER), "by what factor"),
-        ((76, ["adam", "rmsprop", "momentum", "sgd"]), "not the first"),
-        ((76, ["momentum", "rmsprop", "adam", "sgd"]), "not the first"),
-        ((76, ["sgd", "momentum", "adam", "rmsprop"]), "not the first"),
-        ((76, ["rmsprop", "momentum", "adam", "sgd"]), "order of the others"),
-        ((76, ["rmsprop", "sgd", "adam", "momentum"]), "order of the others"),
-        ((76.0, ORDER), "whole number"), ((76, "rmsprop"), "list of the four names"),
-        ((76, ["rmsprop", "adam", "momentum"]), "each once"), ((76, ["RMSprop!", "adam", "momentum", "sgd"]), "each once"),
-        ((76,), "pair"), ("76, rmsprop", "pair"),
+    "optimizers.momentum_limit": [
+        ((0.02, NESTEROV), "gradient descent's limit"), ((HEAVY_BALL, 0.02), "gradient descent's limit"),
+        ((HEAVY_BALL, HEAVY_BALL), "not the same"), ((0.038, 0.01357), "within 0.1%"),
+        ((2 * (1 + MU), NESTEROV), "curvature"), ((2 * (1 - MU) / LAMBDA, NESTEROV), "unit circle"),
+        ((HEAVY_BALL, 2 / ((1 + MU) * LAMBDA)), "unit circle"),
+        ((HEAVY_BALL, -1.0), "positive number"), ((HEAVY_BALL, "0.0136"), "positive number"),
+        ((HEAVY_BALL,), "pair"), (0.038, "pair"),
     ],
     "optimizers.first_step_ratio": [
         (lambda b1, b2: math.sqrt(1 - b2) / (1 - b1), "upside down"),
@@ -110,24 +130,25 @@ WRONG = {
         (lambda b1, b2: "1.5", "return a number"), (lambda b1, b2: float("nan"), "return a number"),
         (3.16, "function"),
     ],
-    "optimizers.three_weights": [
-        (([0.0, 0.0, 0.0], "local minimum"), "Hessian cannot decide"),
-        (([0.0, 0.0, 0.0], "local maximum"), "Hessian cannot decide"),
-        (([-2.0, 0.0, 2.0], "saddle point"), "not all of your eigenvalues"),
-        (([2.0, 2.0, 2.0], "local minimum"), "not all of your eigenvalues"),
-        (([0.0, 0.0], "saddle point"), "three eigenvalues"),
-        (([0.0, 0.0, 0.0], "saddle"), "must be one of"), ((["a", "b", "c"], "saddle point"), "three numbers"),
-        ("saddle point", "pair"),
+    "optimizers.lookahead_rescue": [
+        ((2 / S5, 1 / S5, False), "swapped"), ((0.116364, 0.232727, False), "within 0.1%"),
+        ((1 / (1 + 1.5**3), 2 / (1 + 1.5**3), False), "count the fast steps"),
+        ((1 / (1 + 0.25**5), 2 / (1 + 0.25**5), False), "multiply theta by"),  # 1 - eta lambda / 2
+        ((1 / (1 + 4**5), 2 / (1 + 4**5), False), "multiply theta by"),  # 1 - 2 eta lambda
+        ((1 / (1 - 1.5**4), 2 / (1 - 1.5**4), False), "positive number"),  # k = 4: no alpha works
+        ((1 / S5, 1 / S5, False), "alpha_max is not"), ((0.5 / S5, 2 / S5, False), "alpha_monotone is not"),
+        ((0.5, 1.0, False), "follow one cycle"), ((1 / S5, 2 / S5, True), "which side of phi"),
+        ((1 / S5, 2 / S5, "no"), "True or False"), ((1 / S5, 2 / S5), "three values"),
+        ((0, 2 / S5, False), "positive number"), ("0.1, 0.2, False", "three values"),
     ],
 }
 
 # What a hint must never print: the explanation's key facts
 SECRETS = {
-    "optimizers.adamax": ["decaying maximum of their sizes", "infinity norm"],
-    "optimizers.saddle_escape": ["t = 76", "RMSProp wins", "in 2 steps", "1.2^t"],
+    "optimizers.adamax": ["decaying maximum of their sizes", "infinity norm", "0.00996", "1 - beta2^t"],
+    "optimizers.momentum_limit": ["2 (1 + mu)", "0.038", "0.0135714", "1 + 2 mu", "3.8"],
     "optimizers.first_step_ratio": ["lr (1 - beta1) / sqrt(1 - beta2)", "3.16"],
-    "optimizers.three_weights": ["so the origin is a saddle point", "all three eigenvalues are 0",
-                                 "(1 - s^3)^2"],
+    "optimizers.lookahead_rescue": ["(1 - alpha s)", "0.116364", "0.232727", "8.59375", "-7.59375", "(False)"],
 }
 
 
@@ -151,22 +172,60 @@ def test_every_wrong_list_names_an_exercise():
 
 
 def test_adamax_in_place_is_right_too(capsys):
-    result, out = check("optimizers.adamax", _adamax_in_place, capsys)
+    result, out = check("optimizers.adamax", (_adamax_in_place, RATIOS), capsys)
     assert result.passed, out
+
+
+# Exercise 1: torch's Adamax is refused, however the answer reaches it ---------------------
+
+ADAMAX_BYPASSES = {
+    "torch.optim.Adamax": _adamax_by_torch,
+    "torch.optim.Adamax bound before the check": partial(_adamax_by_torch, make=PreBoundAdamax),
+    "torch.optim.Adamax(foreach=True)": partial(_adamax_by_torch, foreach=True),
+    "a subclass of torch.optim.Adamax": partial(_adamax_by_torch, make=type("MyAdamax", (torch.optim.Adamax,), {})),
+    "torch.optim.adamax.adamax bound before the check": _adamax_by_functional,
+    "torch.optim.adamax.adamax(foreach=True)": partial(_adamax_by_functional, foreach=True),
+    "_single_tensor_adamax bound before the check": partial(
+        _adamax_by_functional, function=lambda *args, **kw: pre_bound_single_tensor_adamax(
+            *args, **kw, maximize=False, differentiable=False, capturable=False, has_complex=False)),
+    "torch._foreach_* operators": _adamax_by_foreach_ops,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADAMAX_BYPASSES))
+def test_adamax_bypasses_refused(name, capsys):
+    result, out = check("optimizers.adamax", (ADAMAX_BYPASSES[name], RATIOS), capsys)
+    assert not result.passed, f"{name} got through"
+    assert "the rule is: write the update with tensor operations" in out, out
+    assert "Your answer" in out, out
+
+
+@pytest.mark.parametrize("name", sorted(ADAMAX_BYPASSES))
+def test_adamax_bypasses_compute_the_right_step_without_the_rule(name):
+    """Each bypass would pass on its numbers alone: only the rule stops it."""
+    gen = torch.Generator().manual_seed(1)
+    theta, g = torch.randn(5, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    m, u = 0.1 * torch.randn(5, generator=gen, dtype=torch.float64), torch.rand(5, generator=gen, dtype=torch.float64)
+    got = ADAMAX_BYPASSES[name](theta, g, m, u, 3, 0.01, 0.9, 0.99)
+    for a, b in zip(got, _adamax(theta, g, m, u, 3, 0.01, 0.9, 0.99)):
+        assert torch.allclose(a, b, atol=1e-12), name
 
 
 def test_the_rule_is_enforced_and_everything_is_restored(capsys):
     import torch.optim.adamax as module
 
-    real = (torch.optim.Adamax.step, module.adamax)
-    result, out = check("optimizers.adamax", _adamax_by_torch, capsys)
+    real = (torch.optim.Adamax.step, module.adamax, module._single_tensor_adamax)
+    codes = [f.__code__ for f in real]
+    result, out = check("optimizers.adamax", (_adamax_by_torch, RATIOS), capsys)
     assert not result.passed and "the rule" in out
-    assert (torch.optim.Adamax.step, module.adamax) == real
+    assert (torch.optim.Adamax.step, module.adamax, module._single_tensor_adamax) == real
+    assert [f.__code__ for f in real] == codes
     p = torch.ones(2, requires_grad=True)
     opt = torch.optim.Adamax([p], lr=0.1)
     p.grad = torch.ones(2)
     opt.step()  # still works after the check
     assert torch.allclose(p, torch.full((2,), 0.9))
+    assert torch._foreach_add([torch.ones(1)], 1.0)[0].item() == 2.0
 
 
 def test_reference_adamax_agrees_with_torch():
@@ -186,19 +245,59 @@ def test_reference_adamax_agrees_with_torch():
     assert torch.allclose(p.detach(), theta, atol=1e-10)
 
 
-def test_the_saddle_race_is_as_the_explanation_says():
-    from dlbook.exercises.optimizers import _race
-
-    race = _race()
-    assert race == {"sgd": 76, "momentum": 36, "adam": 11, "rmsprop": 2}
-
-
-def test_the_three_weights_hessian_is_zero():
-    H = torch.autograd.functional.hessian(lambda w: (1 - w[0] * w[1] * w[2]) ** 2, torch.zeros(3, dtype=torch.float64))
-    assert torch.equal(H, torch.zeros(3, 3, dtype=torch.float64))
+def test_the_ratios_are_what_the_updates_give():
+    g = torch.tensor([0.3, -2.0], dtype=torch.float64)
+    u = average = torch.zeros(2, dtype=torch.float64)
+    for _ in range(10):
+        u = torch.maximum(0.999 * u, g.abs())
+        average = 0.999 * average + 0.001 * g.abs()
+    assert torch.allclose(u / g.abs(), torch.full((2,), RATIOS[0], dtype=torch.float64))
+    assert torch.allclose(average / g.abs(), torch.full((2,), RATIOS[1], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("key", ["optimizers.adamax", "optimizers.first_step_ratio"])
+# Exercises 2 and 4: the predicted limits are where the package's optimizers change behaviour ---
+
+def _ravine(x, y):
+    return (x**2 + LAMBDA * y**2) / 2
+
+
+@pytest.mark.parametrize("settings, limit", [({"momentum": MU}, HEAVY_BALL),
+                                             ({"momentum": MU, "nesterov": True}, NESTEROV)])
+def test_momentum_limits_are_where_the_ravine_starts_to_diverge(settings, limit):
+    ends = {}
+    for factor in (0.995, 1.005):
+        path = optim.trajectory(_ravine, partial(optim.SGD, lr=limit * factor, **settings), 3000, start=(1.0, 1.0))
+        ends[factor] = path[-1, 1].abs().item()
+    assert ends[0.995] < 1e-3 and ends[1.005] > 1e3, ends
+    gd = optim.trajectory(_ravine, partial(optim.SGD, lr=0.021), 200, start=(1.0, 1.0))
+    assert gd[-1, 1].abs() > 1e3  # gradient descent's limit, 2 / 100, as the prompt says
+
+
+def _slow_weights(alpha, k, steps=400):
+    """Lookahead(SGD) on 1.25 theta^2 (lambda = 2.5, eta = 1): the slow weights after every cycle."""
+    surface = lambda x, y: 1.25 * (x**2 + y**2)  # noqa: E731
+    path = optim.trajectory(surface, lambda p: optim.Lookahead(optim.SGD(p, lr=1.0), k=k, alpha=alpha), steps,
+                            start=(1.0, 1.0))
+    return path[::k, 0]
+
+
+def test_lookahead_limits_are_where_the_slow_weights_change():
+    monotone, largest = 1 / S5, 2 / S5
+    below = _slow_weights(monotone * 0.99, 5)
+    assert (below > 0).all() and below[-1] < 1e-100  # converges without a change of sign
+    between = _slow_weights(monotone * 1.01, 5)
+    assert (between[1::2] < 0).all() and between[-1].abs() < 1e-100  # converges, alternating
+    near = _slow_weights(largest * 0.99, 5)
+    assert near[-1].abs() < near[1].abs()
+    beyond = _slow_weights(largest * 1.01, 5)
+    assert beyond[-1].abs() > 1  # diverges
+    for alpha in (0.01, 0.3, 1.0):
+        assert _slow_weights(alpha, 4, 80)[-1].abs() > 1  # with k = 4 nothing helps
+    sgd = optim.trajectory(lambda x, y: 1.25 * (x**2 + y**2), partial(optim.SGD, lr=1.0), 20, start=(1.0, 1.0))
+    assert sgd[-1, 0].abs() > 1000  # SGD alone diverges, as the prompt says
+
+
+@pytest.mark.parametrize("key", ["optimizers.first_step_ratio"])
 def test_student_stub_is_not_yet(key, capsys):
     def stub(*args):
         # YOUR CODE HERE
@@ -209,15 +308,31 @@ def test_student_stub_is_not_yet(key, capsys):
     assert "not yet" in out and "NotImplementedError" in out
 
 
+def test_student_stub_of_adamax_is_not_yet(capsys):
+    def stub(*args):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    result, out = check("optimizers.adamax", (stub, None), capsys)
+    assert not result.passed
+    assert "not yet" in out and "NotImplementedError" in out
+
+
+@pytest.mark.parametrize("key", ["optimizers.momentum_limit", "optimizers.lookahead_rescue"])
+def test_student_stub_of_a_value_is_not_yet(key, capsys):
+    result, out = check(key, None, capsys)
+    assert not result.passed and "not yet" in out
+
+
 # numbers of every kind ----------------------------------------------------------------
 
 @pytest.mark.parametrize("key, answer", [
-    ("optimizers.saddle_escape", (np.int64(76), ("rmsprop", "adam", "momentum", "sgd"))),
-    ("optimizers.saddle_escape", [76, [" RMSProp ", "Adam", "momentum", "SGD"]]),
+    ("optimizers.momentum_limit", (np.float64(HEAVY_BALL), torch.tensor(NESTEROV, dtype=torch.float64))),
+    ("optimizers.momentum_limit", [2 * 1.9 / 100, 3.8 / 280]),
+    ("optimizers.lookahead_rescue", (np.float64(1 / S5), np.float32(2 / S5).item(), np.bool_(False))),
+    ("optimizers.adamax", (_adamax, [np.float64(1), torch.tensor(RATIOS[1])])),
     ("optimizers.first_step_ratio", lambda b1, b2: np.float64((1 - b1) / np.sqrt(1 - b2))),
     ("optimizers.first_step_ratio", lambda b1, b2: torch.tensor((1 - b1) / math.sqrt(1 - b2))),
-    ("optimizers.three_weights", (torch.zeros(3), "Saddle point")),
-    ("optimizers.three_weights", (np.zeros(3), "saddle point")),
 ])
 def test_other_number_types_are_right_answers(key, answer, capsys):
     result, out = check(key, answer, capsys)

@@ -2,6 +2,7 @@
 ones get a hint that never gives the solution away, and the rules are
 enforced."""
 
+import copy
 import math
 
 import pytest
@@ -147,8 +148,97 @@ def test_the_rule_is_enforced_and_lifted_afterwards(capsys):
     result, out = check("transformer.decoder_layer_params",
                         lambda d, nh, f: sum(p.numel() for p in tr.DecoderLayer(d, nh, f).parameters()), capsys)
     assert not result.passed and "build no layers" in out
+    for answer, _ in BYPASSES:
+        check("transformer.decoder_layer_params", answer, capsys)
     assert (nn.Linear.__init__, nn.LayerNorm.__init__) == real
     assert sum(p.numel() for p in nn.Linear(3, 2).parameters()) == 8
+    assert _count(copy.deepcopy(EARLIER[FIXED[0]])) == _params(*FIXED[0])  # no operator rule left behind
+
+
+# Every way around "build no layers" that the reviews list is refused, and the hint names the rule
+# and what the answer called or ran. "got through" marks those that the check let through while it
+# forbade names only.
+
+LINEAR = nn.Linear  # a class bound before the check
+LINEAR_INIT, NORM_INIT = nn.Linear.__init__, nn.LayerNorm.__init__  # __init__ saved before the check
+FIXED = [(64, 4, 256), (32, 2, 64), (48, 8, 100), (16, 1, 16), (128, 16, 512)]  # the check's fixed sizes
+EARLIER = {size: tr.DecoderLayer(*size) for size in FIXED}  # layers built before the check
+
+
+def _count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def _from_pieces(d, d_ff, linear, norm):
+    """The layer's count from the counts of its pieces, each found by building it."""
+    return 8 * linear(d, d) + linear(d, d_ff) + linear(d_ff, d) + 3 * norm(d)
+
+
+def _saved_init(d, nh, d_ff):  # got through
+    def linear(i, o):
+        m = nn.Linear.__new__(nn.Linear)
+        LINEAR_INIT(m, i, o)
+        return _count(m)
+
+    def norm(n):
+        m = nn.LayerNorm.__new__(nn.LayerNorm)
+        NORM_INIT(m, n)
+        return _count(m)
+    return _from_pieces(d, d_ff, linear, norm)
+
+
+def _meta_device(d, nh, d_ff):
+    with torch.device("meta"):
+        return _count(tr.DecoderLayer(d, nh, d_ff))
+
+
+BYPASSES = [
+    (lambda d, nh, f: _from_pieces(d, f, lambda i, o: _count(LINEAR(i, o)), lambda n: 2 * n), "Linear.__init__"),
+    (_saved_init, "operation empty"),  # got through
+    # a 1x1 convolution has a linear layer's parameters, a GroupNorm(1, d) a LayerNorm's: got through
+    (lambda d, nh, f: _from_pieces(d, f, lambda i, o: _count(nn.Conv1d(i, o, 1)),
+                                   lambda n: _count(nn.GroupNorm(1, n))), "operation empty"),
+    (lambda d, nh, f: _count(copy.deepcopy(EARLIER[(d, nh, f)])), "operation clone"),  # got through
+    (_meta_device, "DecoderLayer.__init__"),
+    (lambda d, nh, f: _from_pieces(d, f, lambda i, o: _count(torch.nn.utils.skip_init(nn.Conv1d, i, o, 1)),
+                                   lambda n: 2 * n), "operation empty"),  # got through
+    (lambda d, nh, f: _from_pieces(d, f, lambda i, o: torch.ops.aten.empty.memory_format([o * i + o]).numel(),
+                                   lambda n: 2 * n), "operation empty"),  # got through
+]
+
+
+@pytest.mark.parametrize("answer, called", BYPASSES)
+def test_every_bypass_of_the_build_no_layers_rule_is_refused(answer, called, capsys):
+    result, out = check("transformer.decoder_layer_params", answer, capsys)
+    assert not result.passed, out
+    assert "the rule is: derive the count from the structure; build no layers" in out, out
+    assert called in out, out
+
+
+def test_the_bypasses_count_right():
+    """Each bypass would pass if the check let it through: its refusal is what fails it."""
+    for answer, _ in BYPASSES:
+        assert answer(64, 4, 256) == _params(64, 4, 256)
+
+
+def test_a_table_of_counts_made_before_the_check_does_not_pass(capsys):
+    """Counting a layer built earlier runs no operator; fresh random sizes fail it (it got through)."""
+    result, out = check("transformer.decoder_layer_params", lambda d, nh, f: _count(EARLIER[(d, nh, f)]), capsys)
+    assert not result.passed and "KeyError" in out, out
+
+
+def test_every_size_the_check_draws_is_a_valid_layer():
+    """The random sizes are fresh on every check, and num_heads divides d_model in each."""
+    def sizes():
+        seen = []
+        exercises.get("transformer.decoder_layer_params").checker(
+            lambda d, nh, f: seen.append((d, nh, f)) or _params(d, nh, f))
+        return seen
+
+    first, second = sizes(), sizes()
+    assert first[:5] == second[:5] == FIXED and len(first) == 10
+    assert all(d % nh == 0 and d >= 1 and f >= 1 for d, nh, f in first + second)
+    assert first[5:] != second[5:]
 
 
 @pytest.mark.parametrize("key", sorted(RIGHT))

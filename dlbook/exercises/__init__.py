@@ -13,11 +13,13 @@ chapter (``dlbook/exercises/cnn.py``); a new module is found by itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import importlib
 import pkgutil
 import re
 import textwrap
+import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -80,6 +82,98 @@ def forbid(rule: str, *targets: tuple[Any, str]):
                 delattr(owner, name)
             else:
                 setattr(owner, name, original)
+
+
+# Enforcing a rule on functions, not on names ----------------------------------------
+# forbid() replaces a module's or a class's attribute, so an answer that bound the
+# function to another name before the check (``from numpy.lib.stride_tricks import
+# sliding_window_view``, ``init = nn.Conv2d.__init__``) still reaches it. forbid_ops()
+# sees torch's operators however they are reached, but a function written in Python
+# out of ordinary operators (dlbook's, numpy's, scipy's, nn.MultiheadAttention's
+# path that returns weights) looks at that level like any answer. forbid_functions
+# refuses the function objects themselves: every name, saved method, subclass and deep
+# copy of a module shares them.
+
+
+def _python_functions(obj) -> list[types.FunctionType]:
+    """The Python functions that run when ``obj`` is called: ``obj`` itself and
+    what it wraps (``functools.wraps`` decorators such as ``torch.no_grad``,
+    numpy's array-function dispatchers). Empty for a built-in."""
+    found: list[types.FunctionType] = []
+    todo = [obj]
+    while todo:
+        f = todo.pop()
+        f = getattr(f, "__func__", f)  # a method, staticmethod or classmethod
+        if not isinstance(f, types.FunctionType) and not hasattr(f, "_implementation"):
+            continue
+        if isinstance(f, types.FunctionType):
+            if any(f is g for g in found):
+                continue
+            found.append(f)
+        todo += [inner for inner in (getattr(f, "__wrapped__", None), getattr(f, "_implementation", None))
+                 if inner is not None]
+    return found
+
+
+@functools.lru_cache(maxsize=512)
+def _refusing_code(free_variables: int, message: str) -> types.CodeType:
+    """A function body that raises :class:`Wrong` with ``message``. It runs
+    with the globals and closure of the function it replaces, so it imports
+    ``Wrong`` by name and has as many free variables as the body it replaces
+    (Python swaps a function's code only for one with as many)."""
+    cells = [f"_cell{i}" for i in range(free_variables)]
+    lines = ["def _outer():", *(f"    {c} = None" for c in cells),
+             "    def refused(*args, **kwargs):",
+             f"        raise __import__('dlbook.exercises', fromlist=['Wrong']).Wrong({message!r})"]
+    if cells:
+        lines.append(f"        {', '.join(cells)},  # never reached: makes them free variables")
+    lines.append("    return refused")
+    namespace: dict = {}
+    exec("\n".join(lines), namespace)  # noqa: S102 - our own fixed template
+    return namespace["_outer"]().__code__
+
+
+@contextlib.contextmanager
+def forbid_functions(rule: str, *targets: tuple):
+    """Enforce an exercise's rule on functions: like :func:`forbid`
+    (``(owner, "name")`` pairs), but within the block the
+    Python functions behind the targets refuse, whatever name reaches them.
+    A built-in target (a ufunc, a C function) is replaced by name, as forbid
+    does; the rule's operator-level part is what catches those."""
+    swaps: list[tuple[types.FunctionType, str]] = []
+    by_name = []
+    for owner, name in targets:
+        label = f"{getattr(owner, '__name__', type(owner).__name__)}.{name}"
+        functions = _python_functions(getattr(owner, name))
+        if not functions:
+            by_name.append((owner, name))
+        swaps += [(f, label) for f in functions if not any(f is g for g, _ in swaps)]
+    swapped: list[tuple[types.FunctionType, types.CodeType]] = []
+    try:
+        with forbid(rule, *by_name):
+            for f, label in swaps:
+                code = _refusing_code(len(f.__code__.co_freevars),
+                                      f"the rule is: {rule}. Your answer called {label}.")
+                swapped.append((f, f.__code__))
+                f.__code__ = code
+            yield
+    finally:
+        for f, code in reversed(swapped):
+            f.__code__ = code
+
+
+def module_functions(module) -> list[tuple]:
+    """(module, name) of every function defined in ``module`` (not those it imports)."""
+    return [(module, name) for name, value in sorted(vars(module).items())
+            if isinstance(value, types.FunctionType) and value.__module__ == module.__name__]
+
+
+# Operators that make or fill the storage of a tensor: building a layer runs them (torch.empty,
+# then an init such as uniform_ or fill_), so do a deep copy (clone), a layer built on the meta
+# device, skip_init (empty_like) and a resize. A count needs none of them: an answer that
+# computes with Python integers never reaches torch's operators at all.
+LAYER_OPS = ("empty", "uniform", "normal", "fill", "zero", "ones", "full", "rand", "clone", "copy", "set_",
+             "resize")
 
 
 class _ForbidOps:

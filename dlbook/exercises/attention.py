@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Wrong, exercise, forbid
+from . import Wrong, exercise, forbid_functions, forbid_ops
 
 THETA = math.pi / 8  # the angle between neighbouring positions in the previous-token exercise
 
@@ -165,13 +165,73 @@ def _lstm_counter(answer) -> None:
                     f"candidate that should be 0 or 1, close enough to it?")
 
 
+# PyTorch's attention at the level of functions and operators: F.scaled_dot_product_attention and
+# torch.ops.aten.scaled_dot_product_attention, _scaled_dot_product_attention_math (which returns the
+# weights), the fused kernels (_scaled_dot_product_flash_attention_for_cpu, _efficient_attention_...,
+# _fused_sdp_choice) and nn.MultiheadAttention's fast path, _native_multi_head_attention. Below the
+# torch-function level F.scaled_dot_product_attention decomposes into ordinary operators and one of
+# its own, _safe_softmax (found by running each call under a TorchDispatchMode that prints
+# func.overloadpacket.__name__).
+ATTENTION_OPS = ("attention", "sdp", "safe_softmax")
+
+
+class _ForbidTorchFunctions:
+    """A torch-function mode that refuses every torch function or operator
+    whose name contains one of ``parts``, however the answer reached it:
+    F.scaled_dot_product_attention under another name, torch.ops.aten.<op>
+    called directly. It runs before an operator is decomposed, so the hint
+    names what the answer called; forbid_ops below it still sees the
+    operators when the answer switches torch functions off."""
+
+    def __init__(self, rule: str, parts: tuple[str, ...]):
+        from torch.overrides import TorchFunctionMode
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                name = getattr(func, "__name__", "")
+                if any(part in name for part in parts):
+                    raise Wrong(f"the rule is: {rule}. Your answer called {name}.")
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def _forbid_attention(rule: str):
+    """Every way to have attention weights computed for you, on three levels:
+    the Python functions (refused as objects, so a name bound before the
+    check, a saved method, a subclass or a deep copy of the module refuses
+    too: nn.MultiheadAttention's path that returns weights is made of
+    ordinary operators, as is dlbook's attention), PyTorch's attention
+    functions and operators by name, and the same names among the operators."""
+    import contextlib
+
+    from .. import attention, transformer
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(forbid_functions(
+        rule, (nn.MultiheadAttention, "forward"), (F, "multi_head_attention_forward"),
+        (F, "scaled_dot_product_attention"), (attention, "scaled_dot_product_attention"),
+        (attention, "local_attention"), (attention.MultiHeadAttention, "forward"),
+        (attention.MultiHeadAttention, "load_torch_weights"), (transformer.CausalSelfAttention, "forward")))
+    stack.enter_context(_ForbidTorchFunctions(rule, ATTENTION_OPS))
+    stack.enter_context(forbid_ops(rule, *ATTENTION_OPS))
+    return stack
+
+
 @exercise(
     "attention.head_weights",
     "Write head_weights(mha, x, h): for an nn.MultiheadAttention mha (batch_first, with biases) and a "
     "self-attention input x of shape (B, T, d_model), return the attention weights of head h, shape "
-    "(B, T, T), computed from mha.in_proj_weight and mha.in_proj_bias alone. Calling mha, "
-    "F.multi_head_attention_forward or dlbook's attention functions is not allowed (the check enforces "
-    "it).",
+    "(B, T, T), computed from mha.in_proj_weight and mha.in_proj_bias alone. Calling mha, PyTorch's "
+    "attention functions (F.multi_head_attention_forward, F.scaled_dot_product_attention) or dlbook's is "
+    "not allowed (the check enforces it).",
     "in_proj_weight stacks W^Q, W^K, W^V as rows (each (d_model, d_model), an nn.Linear weight: "
     "x @ W.T), and in_proj_bias their biases. Head h owns the output features h*hs .. (h+1)*hs - 1 of "
     "each, so q_h = x @ in_proj_weight[h*hs:(h+1)*hs].T + in_proj_bias[h*hs:(h+1)*hs], and k_h the same "
@@ -183,8 +243,6 @@ def _lstm_counter(answer) -> None:
 def _head_weights(answer) -> None:
     if not callable(answer):
         raise Wrong("answer with a function head_weights(mha, x, h).")
-    from .. import attention
-
     rule = "compute the weights from in_proj_weight and in_proj_bias yourself"
     gen = torch.Generator().manual_seed(0)
     for d_model, nh in ((12, 3), (8, 2), (16, 4)):
@@ -203,10 +261,7 @@ def _head_weights(answer) -> None:
             q = xd @ W[:d_model][rows].T + b[:d_model][rows]  # (B, T, hs)
             k = xd @ W[d_model:2 * d_model][rows].T + b[d_model:2 * d_model][rows]
             q0, k0 = xd @ W[:d_model][rows].T, xd @ W[d_model:2 * d_model][rows].T  # without biases
-            with forbid(rule, (nn.MultiheadAttention, "forward"), (F, "multi_head_attention_forward"),
-                        (attention, "scaled_dot_product_attention"),
-                        (attention.MultiHeadAttention, "forward"),
-                        (attention.MultiHeadAttention, "load_torch_weights")):
+            with _forbid_attention(rule):
                 got = answer(mha, x, h)
             where = f"for d_model={d_model}, {nh} heads, head {h}"
             if not isinstance(got, torch.Tensor):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import types
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Wrong, exercise, forbid, forbid_ops, is_int
+from . import LAYER_OPS, Wrong, exercise, forbid, forbid_functions, forbid_ops, is_int, module_functions
 
 @exercise(
     "cnn.classifier_receptive_rows",
@@ -41,20 +43,43 @@ def _classifier_receptive_rows(answer) -> None:
 CONVOLUTION_OPS = ("conv", "im2col", "col2im", "unfold", "as_strided", "fft", "correlat")
 
 
-def _forbid_conv():
-    """Everything that computes a convolution or cuts out windows for one: at
-    the level of torch's operators, and numpy's and dlbook's own helpers."""
-    import contextlib
-
+def _numpy_scipy_convolutions() -> list[tuple]:
+    """numpy's and scipy's convolutions, windowing and FFTs, as (module, name)."""
     import numpy as np
 
+    targets = [(np.lib.stride_tricks, "sliding_window_view"), (np.lib.stride_tricks, "as_strided"),
+               (np, "convolve"), (np, "correlate")]
+    targets += [(np.fft, name) for name in np.fft.__all__ if callable(getattr(np.fft, name))]
+    try:  # imported here, so that an answer importing them finds them refused too
+        import scipy.fft
+        import scipy.ndimage
+        import scipy.signal
+    except ImportError:
+        return targets
+    targets += [(scipy.signal, name) for name in ("correlate", "convolve", "correlate2d", "convolve2d",
+                                                  "fftconvolve", "oaconvolve")]
+    targets += [(scipy.ndimage, name) for name in ("correlate", "convolve", "correlate1d", "convolve1d")]
+    # scipy.fft's functions are uarray multimethods (refused by name); the work is done by the
+    # Python functions of its backend modules (found as scipy's own backend finds them), refused
+    # whatever name reached them
+    targets += [(scipy.fft, name) for name in scipy.fft.__all__ if callable(getattr(scipy.fft, name))]
+    backend = getattr(scipy.fft, "_backend", None)
+    for module in (getattr(backend, attr, None) for attr in ("_basic_backend", "_realtransforms_backend",
+                                                              "_fftlog_backend")):
+        targets += [(module, name) for name in scipy.fft.__all__
+                    if isinstance(getattr(module, name, None), types.FunctionType)]
+    return targets
+
+
+def _forbid_conv():
+    """Everything that computes a convolution or cuts out windows for one: at
+    the level of torch's operators, and numpy's, scipy's and dlbook's
+    functions however the answer named them."""
     from .. import cnn
 
     rule = "use loops and slicing, not a convolution or windowing function"
     stack = contextlib.ExitStack()
-    stack.enter_context(forbid(rule, (np.lib.stride_tricks, "sliding_window_view"),
-                               (np.lib.stride_tricks, "as_strided"), (np, "convolve"), (np, "correlate"),
-                               (cnn, "corr2d"), (cnn, "conv2d_loops"), (cnn, "conv2d_unfold")))
+    stack.enter_context(forbid_functions(rule, *_numpy_scipy_convolutions(), *module_functions(cnn)))
     stack.enter_context(forbid_ops(rule, *CONVOLUTION_OPS))
     return stack
 
@@ -104,8 +129,12 @@ def _block_parameters(answer) -> None:
         raise Wrong("answer with a function block_params(C, M) that returns (basic, bottleneck).")
     draw = random.Random()  # fresh sizes on every check: a table of counts cannot pass
     pairs = [(1, 1), (256, 64)] + [(draw.randint(2, 300), draw.randint(2, 100)) for _ in range(10)]
+    rule = "derive the counts; build no layers"
     for C, M in pairs:
-        with forbid("derive the counts; build no layers", (nn.Conv2d, "__init__"), (nn.BatchNorm2d, "__init__")):
+        # by name, to name the layer in the hint; and at the level of the operators that make
+        # parameters, which also catches an __init__ saved before the check, other layer classes
+        # (nn.Conv1d, nn.BatchNorm1d, nn.Linear) and a deep copy of a layer built earlier
+        with forbid(rule, (nn.Conv2d, "__init__"), (nn.BatchNorm2d, "__init__")), forbid_ops(rule, *LAYER_OPS):
             got = answer(C, M)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise Wrong(f"for C={C}, M={M} you return {got!r}; return a pair (basic, bottleneck).")

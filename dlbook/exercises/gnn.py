@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 
-from . import Wrong, exercise, forbid, forbid_ops, is_int
+from . import Wrong, exercise, forbid_functions, forbid_ops, is_int, module_functions
 
 
 class _SizeGuard:
@@ -48,9 +49,10 @@ DENSE_OPS = ("mm", "matmul", "bmm", "addmm", "addmv", "mv", "dot", "einsum", "te
 
 def _forbid_dense(num_nodes: int | None = None):
     """Everything that would build an N x N matrix, or hand the work to the
-    package: the package's functions, matrix products and sparse tensors at
-    the level of torch's operators and, with ``num_nodes``, any tensor with
-    as many elements as an N x N matrix."""
+    package: the package's functions (whatever name the answer gave them),
+    matrix products and sparse tensors at the level of torch's operators
+    and, with ``num_nodes``, any tensor with as many elements as an N x N
+    matrix."""
     import contextlib
 
     from .. import gnn
@@ -58,9 +60,7 @@ def _forbid_dense(num_nodes: int | None = None):
     rule = ("gathers and scatters along edge_index: no N x N matrix, no matrix or sparse product, "
             "nothing from dlbook.gnn")
     stack = contextlib.ExitStack()
-    stack.enter_context(forbid(rule, *((gnn, name) for name in (
-        "aggregate", "dense_adjacency", "dense_gcn_norm", "gcn_norm", "readout", "degree", "laplacian",
-        "khop_nodes", "to_undirected", "add_self_loops", "subgraph", "wl_colours"))))
+    stack.enter_context(forbid_functions(rule, *module_functions(gnn)))
     stack.enter_context(forbid_ops(rule, *DENSE_OPS))
     if num_nodes is not None:
         stack.enter_context(_SizeGuard(rule, num_nodes ** 2 // 8))
@@ -257,27 +257,34 @@ def _ring_filter(answer) -> None:
 
 
 def _no_eigen_solver():
-    """Eigen-solvers and matrix products of torch (as operators), numpy and scipy, and the package."""
+    """Eigen-solvers, linear solvers and matrix products of torch (as operators),
+    numpy and scipy, and the package, whatever name the answer gave them. A
+    sparse linear solver is refused with the eigen-solvers: a few solves with
+    A_hat - (1 + eps) I (inverse iteration) find the limit on any graph."""
     import contextlib
 
     import numpy as np
 
     from .. import gnn
 
-    rule = "reason it out: no eigen-solver, no matrix product, nothing from dlbook.gnn"
-    targets = [(np.linalg, name) for name in ("eig", "eigh", "eigvals", "eigvalsh", "svd", "matrix_power")]
+    rule = "reason it out: no eigen-solver or linear solver, no matrix product, nothing from dlbook.gnn"
+    targets = [(np.linalg, name) for name in ("eig", "eigh", "eigvals", "eigvalsh", "svd", "matrix_power",
+                                              "solve", "lstsq", "inv", "pinv")]
     targets += [(np, "dot"), (np, "matmul"), (np, "einsum")]
-    targets += [(gnn, name) for name in ("gcn_norm", "dense_gcn_norm", "aggregate", "laplacian_eigenvectors",
-                                         "laplacian", "dense_adjacency", "spectral_filter")]
+    targets += module_functions(gnn)
     try:
         import scipy.linalg
         import scipy.sparse.linalg
-        targets += [(scipy.linalg, name) for name in ("eig", "eigh", "eigvals", "eigvalsh", "svd")]
-        targets += [(scipy.sparse.linalg, name) for name in ("eigs", "eigsh", "svds", "lobpcg")]
+        targets += [(scipy.linalg, name) for name in ("eig", "eigh", "eigvals", "eigvalsh", "svd", "solve",
+                                                      "lstsq", "inv", "lu_factor", "lu_solve", "null_space")]
+        # every public function of scipy.sparse.linalg: eigs, eigsh, svds, lobpcg, splu, spsolve, the
+        # iterative solvers, ...
+        targets += [(scipy.sparse.linalg, name) for name in scipy.sparse.linalg.__all__
+                    if isinstance(getattr(scipy.sparse.linalg, name), types.FunctionType)]
     except ImportError:
         pass
     stack = contextlib.ExitStack()
-    stack.enter_context(forbid(rule, *targets))
+    stack.enter_context(forbid_functions(rule, *targets))
     stack.enter_context(forbid_ops(rule, "eig", "svd", "lobpcg", "mm", "matmul", "mv", "dot", "einsum",
                                    "matrix_power", "sparse"))
     return stack
@@ -298,9 +305,9 @@ def _limit_graphs():
     "gnn.oversmoothing_limit",
     "Write smoothing_limit(edge_index, num_nodes): for a connected undirected graph, the unit vector "
     "with positive entries along which A_hat^k x points as k grows (A_hat = D~^-1/2 (A + I) D~^-1/2), for "
-    "almost every x. Reason it out: no eigen-solver, no matrix product, nothing from dlbook.gnn; the "
-    "check also tries a ring of 200,000 nodes with a few chords, on which repeated propagation "
-    "converges far too slowly to find it.",
+    "almost every x. Reason it out: no eigen-solver or linear solver, no matrix product, nothing from "
+    "dlbook.gnn; the check also tries a ring of 200,000 nodes with a few chords, on which repeated "
+    "propagation converges far too slowly to find it.",
     "The vector with entries sqrt(d_i + 1), normalised: A_hat D~^(1/2) 1 = D~^(-1/2) (A + I) 1 = "
     "D~^(-1/2) d~ = D~^(1/2) 1, so it is an eigenvector with eigenvalue 1, and every other eigenvalue "
     "of A_hat lies strictly between -1 and 1 for a connected graph with self loops. Repeated "

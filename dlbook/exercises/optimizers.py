@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numpy as np
 import torch
 
-from . import Wrong, exercise, forbid, is_int
+from . import Wrong, exercise, forbid_functions, forbid_ops
 
-NAMES = ("sgd", "momentum", "adam", "rmsprop")
+
+def _number(value) -> float | None:
+    """``value`` as a float when it is a real number (Python, NumPy or a one-element tensor), else None."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    try:
+        if isinstance(value, (bool, str, bytes)) or not math.isfinite(float(value)):
+            return None
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _near(got: float, right: float, rel: float) -> bool:
+    return abs(got - right) <= rel * abs(right)
 
 
 # 1. Adamax from its equation ------------------------------------------------------------
@@ -19,25 +35,24 @@ def _reference_adamax(theta, g, m, u, t, lr, beta1, beta2):
     return theta - lr / (1 - beta1**t) * m / u, m, u
 
 
+ADAMAX_RULE = "write the update with tensor operations, not with torch.optim.Adamax or its functions"
+ADAMAX_BETA2, ADAMAX_T = 0.999, 10  # the thinking question's setting
+
+
 def _forbid_adamax():
+    """torch.optim.Adamax, its functional forms (by their code, so names bound before the
+    check refuse too) and the foreach operators its multi-tensor form runs on."""
     import torch.optim.adamax as adamax_module
 
-    return forbid("write the update yourself, not with torch.optim.Adamax",
-                  (torch.optim.Adamax, "step"), (adamax_module, "adamax"))
+    stack = contextlib.ExitStack()
+    stack.enter_context(forbid_ops(ADAMAX_RULE, "_foreach", "adamax"))
+    stack.enter_context(forbid_functions(
+        ADAMAX_RULE, (torch.optim.Adamax, "step"), (adamax_module, "adamax"),
+        (adamax_module, "_single_tensor_adamax"), (adamax_module, "_multi_tensor_adamax")))
+    return stack
 
 
-@exercise(
-    "optimizers.adamax",
-    "Write adamax_step(theta, g, m, u, t, lr, beta1, beta2) -> (theta, m, u): one step of Adamax, "
-    "m = beta1 m + (1 - beta1) g, u = max(beta2 u, |g|), theta = theta - lr / (1 - beta1^t) * m / u, "
-    "with t counted from 1. Not with torch.optim.Adamax.",
-    "Adamax replaces Adam's root mean square of past gradients by a decaying maximum of their sizes "
-    "(the infinity norm): u needs no bias correction, because max(beta2 u, |g|) with u = 0 at the start "
-    "is |g_1| after the first step, not a shrunken value. Only m is corrected, by 1 - beta1^t.",
-)
-def _adamax(answer) -> None:
-    if not callable(answer):
-        raise Wrong("answer with a function adamax_step(theta, g, m, u, t, lr, beta1, beta2).")
+def _check_adamax_step(step) -> None:
     gen = torch.Generator().manual_seed(0)
     for lr, beta1, beta2 in ((2e-3, 0.9, 0.999), (0.1, 0.5, 0.9), (0.01, 0.0, 0.99)):
         theta = torch.randn(6, generator=gen, dtype=torch.float64)
@@ -46,14 +61,15 @@ def _adamax(answer) -> None:
         for t in range(1, 8):
             g = torch.randn(6, generator=gen, dtype=torch.float64) * (3.0 if t == 4 else 1.0) + 0.1
             with _forbid_adamax():
-                got = answer(theta.clone(), g.clone(), m.clone(), u.clone(), t, lr, beta1, beta2)
+                got = step(theta.clone(), g.clone(), m.clone(), u.clone(), t, lr, beta1, beta2)
             ref = _reference_adamax(ref[0], g, ref[1], ref[2], t, lr, beta1, beta2)
             where = f"at step t={t} with lr={lr}, beta1={beta1}, beta2={beta2}"
             if not isinstance(got, (tuple, list)) or len(got) != 3:
-                raise Wrong(f"return the triple (theta, m, u); {where} you returned {type(got).__name__}.")
+                raise Wrong(f"adamax_step returns the triple (theta, m, u); {where} it returned "
+                            f"{type(got).__name__}.")
             if not all(isinstance(v, torch.Tensor) and v.shape == theta.shape for v in got):
                 raise Wrong(f"{where}: theta, m and u must be tensors of the shape of theta.")
-            new_theta, new_m, new_u = (v.double() for v in got)
+            new_theta, new_m, new_u = (v.detach().double() for v in got)
             if not torch.allclose(new_m, ref[1], rtol=1e-6, atol=1e-9):
                 raise Wrong(f"{where} m is not right: it is a running average of g weighted by beta1.")
             if not torch.allclose(new_u, ref[2], rtol=1e-6, atol=1e-9):
@@ -69,64 +85,107 @@ def _adamax(answer) -> None:
             theta, m, u = ref
 
 
-# 2. who escapes a saddle first ------------------------------------------------------------------
+@exercise(
+    "optimizers.adamax",
+    "Write adamax_step(theta, g, m, u, t, lr, beta1, beta2) -> (theta, m, u): one step of Adamax, "
+    "m = beta1 m + (1 - beta1) g, u = max(beta2 u, |g|), theta = theta - lr / (1 - beta1^t) * m / u, "
+    "with t counted from 1, written with tensor operations, not with torch.optim.Adamax or its functions. "
+    "Then, for a gradient that is the same g != 0 at every step, with beta2 = 0.999: u_10 / |g|, and the "
+    "same ratio for an exponential moving average of |g| started at 0, a = beta2 a + (1 - beta2) |g|. "
+    "Answer the pair (adamax_step, (u_ratio, average_ratio)).",
+    "Adamax replaces Adam's root mean square of past gradients by a decaying maximum of their sizes "
+    "(the infinity norm): u needs no bias correction, because max(beta2 u, |g|) with u = 0 at the start "
+    "is |g_1| after the first step, not a shrunken value: u_t / |g| = 1 for a constant gradient. An "
+    "average started at 0 is (1 - beta2^t) |g|, only 0.00996 |g| after 10 steps with beta2 = 0.999: that "
+    "is the bias Adam corrects. Only m is corrected, by 1 - beta1^t.",
+)
+def _adamax(answer) -> None:
+    example = "(adamax_step, (0.5, 0.5))"
+    if callable(answer):
+        raise Wrong(f"answer with the pair (adamax_step, (u_ratio, average_ratio)), such as {example}.")
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not callable(answer[0]):
+        raise Wrong(f"answer with the pair (adamax_step, (u_ratio, average_ratio)): a function and two "
+                    f"numbers, such as {example}.")
+    step, ratios = answer
+    _check_adamax_step(step)
+    if not isinstance(ratios, (tuple, list)) or len(ratios) != 2 or None in (_number(r) for r in ratios):
+        raise Wrong(f"adamax_step is right. The second item is two numbers (u_ratio, average_ratio); you "
+                    f"gave {ratios!r}.")
+    u_ratio, average_ratio = (_number(r) for r in ratios)
+    if not _near(u_ratio, 1.0, 1e-6):
+        raise Wrong(f"adamax_step is right, but u_10 / |g| is not {u_ratio:.4g}. Follow u by hand from u = 0: "
+                    f"what is max(beta2 u, |g|) after the first step, and after the second?")
+    right = 1 - ADAMAX_BETA2 ** ADAMAX_T
+    if _near(average_ratio, right, 1e-3):
+        return
+    if _near(average_ratio, ADAMAX_T * (1 - ADAMAX_BETA2), 1e-4):
+        raise Wrong("u's ratio is right. The average's is close but not it: every step multiplies what the "
+                    "average held by beta2 again. Sum the series.")
+    if _near(average_ratio, 1 - ADAMAX_BETA2, 1e-4):
+        raise Wrong(f"u's ratio is right. That is the average after one step; the question asks after "
+                    f"{ADAMAX_T}.")
+    raise Wrong(f"u's ratio is right; the average's is not {average_ratio:.4g}. Write a_1, a_2 and a_3 for a "
+                f"constant |g|, starting from a_0 = 0, and see the pattern.")
 
-def _escape_steps(make, start=(1.0, 1e-6), steps=300) -> int:
-    from .. import optim
 
-    path = optim.trajectory(lambda x, y: x**2 - y**2, make, steps, start=start)
-    escaped = (path[:, 1].abs() >= 1).nonzero()
-    return int(escaped[0]) if len(escaped) else steps + 1
+# 2. how large a step momentum survives -------------------------------------------------------
+
+RAVINE_CURVATURE, MOMENTUM = 100.0, 0.9  # the steep direction of (x^2 + 100 y^2) / 2
 
 
-def _race() -> dict[str, int]:
-    from .. import optim
-
-    makers = {"sgd": lambda p: optim.SGD(p, lr=0.1), "momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
-              "adam": lambda p: optim.Adam(p, lr=0.1), "rmsprop": lambda p: optim.RMSProp(p, lr=0.1)}
-    return {name: _escape_steps(make) for name, make in makers.items()}
+def _momentum_limits(curvature: float = RAVINE_CURVATURE, mu: float = MOMENTUM) -> tuple[float, float]:
+    """The largest stable learning rates of heavy-ball and Nesterov momentum on a
+    quadratic of the given curvature: 2 (1 + mu) / lambda and 2 (1 + mu) / ((1 + 2 mu) lambda)."""
+    return 2 * (1 + mu) / curvature, 2 * (1 + mu) / ((1 + 2 * mu) * curvature)
 
 
 @exercise(
-    "optimizers.saddle_escape",
-    "On L(x, y) = x^2 - y^2, starting at (1, 1e-6), an optimizer has escaped the saddle once |y| >= 1. "
-    "Answer the pair (steps plain gradient descent with lr 0.1 needs, the four names 'sgd', "
-    "'momentum' (0.9), 'adam' and 'rmsprop' in the order they escape, first first), all with lr 0.1 "
-    "and their default settings.",
-    "Gradient descent multiplies y by 1 + 2 * 0.1 = 1.2 per step, so it needs the smallest t with "
-    "1.2^t * 1e-6 >= 1: t = 76 (ln 10^6 / ln 1.2 = 75.8). Momentum builds up speed (36 steps); Adam "
-    "normalizes the tiny gradient and moves about lr per step (11 steps). RMSProp wins, in 2 steps: its "
-    "v starts at 0 and is not bias-corrected, so its first step is lr / sqrt(1 - 0.99) = 10 lr. The order: rmsprop, adam, momentum, sgd.",
+    "optimizers.momentum_limit",
+    "On the ravine L(x, y) = (x^2 + 100 y^2) / 2, plain gradient descent diverges for learning rates "
+    "above 2/100. Answer the pair (eta_momentum, eta_nesterov): the largest learning rate for which "
+    "heavy-ball momentum with mu = 0.9 (optim.SGD(momentum=0.9), as torch.optim.SGD) converges from every "
+    "start, and the same for Nesterov momentum with mu = 0.9 (nesterov=True), each exact to 6 significant "
+    "digits.",
+    "Along the steep direction the gradient is lambda y with lambda = 100; write a = eta lambda. Heavy "
+    "ball: b_t = mu b_(t-1) + lambda y_(t-1), y_t = y_(t-1) - eta b_t, a linear map of (y, eta b) whose "
+    "eigenvalues solve z^2 - (1 + mu - a) z + mu = 0. One of them reaches -1 at a = 2 (1 + mu): eta < 2 * "
+    "1.9 / 100 = 0.038, nearly twice gradient descent's limit: when the steep coordinate overshoots, its "
+    "gradients alternate in sign and partly cancel in b. Nesterov steps with g + mu b, which gives "
+    "z^2 - (1 + mu)(1 - a) z + mu (1 - a) = 0, with a root at -1 when a = 2 (1 + mu) / (1 + 2 mu): "
+    "eta < 3.8 / 280 = 0.0135714, below gradient descent's 0.02. The look-ahead counts the newest gradient "
+    "1 + mu times: that damps the swing at a = 1 (the chapter's eta = 0.01 makes the map nilpotent), and "
+    "makes large steps unstable sooner.",
 )
-def _saddle_escape(answer) -> None:
-    example = "(10, ['adam', 'sgd', 'momentum', 'rmsprop'])"
+def _momentum_limit(answer) -> None:
+    example = "(0.05, 0.05)"
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise Wrong(f"answer with a pair (number of steps, the four names in order), such as {example}.")
-    steps, order = answer
-    if not is_int(steps):
-        raise Wrong(f"the number of steps is a whole number; you gave {steps!r}.")
-    if isinstance(order, str) or not isinstance(order, (tuple, list)):
-        raise Wrong(f"the second item is a list of the four names, in the order they escape, such as "
-                    f"{example}; you gave {order!r}.")
-    if not all(isinstance(n, str) for n in order) or sorted(n.strip().lower() for n in order) != sorted(NAMES):
-        raise Wrong(f"the names must be {', '.join(NAMES)}, each once; you gave {order!r}.")
-    order = [n.strip().lower() for n in order]
-    race = _race()
-    right_steps = race["sgd"]
-    if steps != right_steps:
-        if abs(steps - right_steps) == 1:
-            raise Wrong(f"{steps} is off by one: after t steps y has been multiplied t times; is the "
-                        f"condition |y| >= 1 met after step {steps}, or one step earlier or later?")
-        raise Wrong(f"{steps} steps is not it. Near the saddle, by what factor does one gradient step "
-                    f"multiply y (the gradient in y is -2y)? Then solve factor^t * 1e-6 >= 1.")
-    right_order = sorted(race, key=race.get)
-    if order[0] != right_order[0]:
-        raise Wrong(f"the steps are right, but {order[0]!r} is not the first to escape. How large is each "
-                    f"optimizer's very first step when the gradient is tiny? Look at how v starts.")
-    if order != right_order:
-        raise Wrong("the steps and the first are right, but not the order of the others. Which of them "
-                    "takes steps of about lr from the start, and how fast does momentum build up speed "
-                    "when y grows by a factor per step?")
+        raise Wrong(f"answer with a pair of learning rates (eta_momentum, eta_nesterov), such as {example}.")
+    got = [_number(v) for v in answer]
+    for value, given in zip(got, answer):
+        if value is None or value <= 0:
+            raise Wrong(f"a learning rate is a positive number; you gave {given!r}.")
+    heavy, nesterov = got
+    right_heavy, right_nesterov = _momentum_limits()
+    gd = 2 / RAVINE_CURVATURE
+    for name, value, right in (("heavy-ball momentum", heavy, right_heavy), ("Nesterov", nesterov, right_nesterov)):
+        if _near(value, right, 1e-6):
+            continue
+        if _near(value, right, 1e-3):
+            raise Wrong(f"your {name} limit is within 0.1% but not exact: give it to 6 significant digits "
+                        f"(an expression such as 2 / 100 is exact).")
+        if _near(value, gd, 1e-3):
+            raise Wrong(f"{value:g} is gradient descent's limit; does {name} change it? Write one step on the "
+                        f"steep coordinate as a 2x2 matrix acting on (y, eta b) and find where one of its "
+                        f"eigenvalues leaves the unit circle.")
+        if name == "Nesterov" and _near(value, right_heavy, 1e-3):
+            raise Wrong("the heavy-ball limit is right, and Nesterov's is not the same: its step is "
+                        "eta (g + mu b), not eta b. Write its 2x2 matrix too.")
+        if _near(value, right * RAVINE_CURVATURE, 1e-3):
+            raise Wrong(f"that is the limit of eta times the curvature; the steep direction's curvature "
+                        f"is {RAVINE_CURVATURE:g}.")
+        raise Wrong(f"your {name} limit {value:g} is not it. On the steep coordinate one step maps "
+                    f"(y, eta b) linearly: find where an eigenvalue of that 2x2 matrix leaves the "
+                    f"unit circle, as a function of eta * 100.")
 
 
 # 3. Adam without bias correction ------------------------------------------------------------------
@@ -160,37 +219,78 @@ def _first_step_ratio(answer) -> None:
                     f"step, starting from 0, and divide.")
 
 
-# 4. the origin of a three-layer linear chain ----------------------------------------------------------
+# 4. Lookahead rescues a step too large for SGD ----------------------------------------------
 
-KINDS = ("local minimum", "local maximum", "saddle point")
+LOOKAHEAD_ETA_LAMBDA, LOOKAHEAD_K = 2.5, 5  # SGD alone multiplies theta by 1 - 2.5 = -1.5 per step
+
+
+def _slow_factor(alpha: float, k: int, eta_lambda: float = LOOKAHEAD_ETA_LAMBDA) -> float:
+    """What one Lookahead cycle (k SGD steps on lambda theta^2 / 2, then the slow step)
+    multiplies the slow weights by: 1 - alpha + alpha (1 - eta lambda)^k."""
+    return 1 - alpha + alpha * (1 - eta_lambda) ** k
+
+
+def _lookahead_limits(k: int = LOOKAHEAD_K, eta_lambda: float = LOOKAHEAD_ETA_LAMBDA) -> tuple[float, float]:
+    """(largest alpha without a change of sign, supremum of the alphas that converge): 1/s and 2/s
+    with s = 1 - (1 - eta lambda)^k, when s > 0."""
+    s = 1 - (1 - eta_lambda) ** k
+    return 1 / s, 2 / s
 
 
 @exercise(
-    "optimizers.three_weights",
-    "For L(w1, w2, w3) = (1 - w1 w2 w3)^2 (a chain of three weights, one example x = 1, y = 1), answer "
-    "(the three eigenvalues of the Hessian at the origin, the kind of point the origin is: "
-    "'local minimum', 'local maximum' or 'saddle point').",
-    "Every second derivative at the origin is 0 (each term still has a factor w), so all three "
-    "eigenvalues are 0 and the Hessian cannot tell. The loss can: along w1 = w2 = w3 = s it is "
-    "(1 - s^3)^2, below 1 for small s > 0 and above 1 for s < 0, so the origin is a saddle point. "
-    "Deeper chains have flatter saddles at the origin, which is one reason deep networks start slowly "
-    "from tiny weights.",
+    "optimizers.lookahead_rescue",
+    "On L(theta) = lambda theta^2 / 2, SGD with eta lambda = 2.5 diverges: every step multiplies theta by "
+    "1 - 2.5 = -1.5. Wrap it in Lookahead with k = 5 fast steps per slow step of size alpha. Answer "
+    "(alpha_monotone, alpha_max, rescued_with_k4): the largest alpha for which the slow weights phi "
+    "converge to 0 without changing sign; the largest alpha (a supremum) for which they converge at all, "
+    "each exact to 6 significant digits; and whether some alpha in (0, 1] makes Lookahead converge with "
+    "k = 4 instead (True or False).",
+    "After k fast steps theta = (1 - eta lambda)^k phi = r^k phi, so the slow step gives phi <- (1 - alpha "
+    "+ alpha r^k) phi = (1 - alpha s) phi with s = 1 - r^k. With k = 5, r^5 = -7.59375 and s = 8.59375: the "
+    "factor is positive and below 1 for alpha < 1/s = 0.116364 (a monotone approach), between -1 and 0 up "
+    "to 2/s = 0.232727 (it converges, changing sign every cycle), and below -1 beyond. With k = 4, r^4 = "
+    "+5.0625: the fast weights end on phi's side and farther out, 1 - alpha s = 1 + 4.0625 alpha > 1, and "
+    "no alpha helps (False). Lookahead rescues a step that overshoots to the other side, because the slow "
+    "step averages the two sides; it cannot rescue one that runs away on the same side.",
 )
-def _three_weights(answer) -> None:
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise Wrong("answer with a pair (eigenvalues, kind), such as ([1.0, 2.0, 3.0], 'local minimum').")
-    eigenvalues, kind = answer
-    try:
-        lam = torch.as_tensor(eigenvalues, dtype=torch.float64).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise Wrong(f"the eigenvalues must be three numbers; you gave {eigenvalues!r}.") from None
-    if lam.numel() != 3:
-        raise Wrong(f"L has three weights, so its Hessian has three eigenvalues; you gave {lam.numel()}.")
-    if not isinstance(kind, str) or kind.strip().lower() not in KINDS:
-        raise Wrong(f"the kind must be one of {', '.join(repr(k) for k in KINDS)}; you gave {kind!r}.")
-    if (lam.abs() > 1e-9).any():
-        raise Wrong("not all of your eigenvalues are right. Differentiate L twice and put w = 0: "
-                    "how many factors of w does each second derivative still have?")
-    if kind.strip().lower() != "saddle point":
-        raise Wrong(f"the eigenvalues are right, so the Hessian cannot decide; {kind!r} is not it. "
-                    f"Look at L itself on a line through the origin, on both sides.")
+def _lookahead_rescue(answer) -> None:
+    example = "(0.5, 0.9, True)"
+    if not isinstance(answer, (tuple, list)) or len(answer) != 3:
+        raise Wrong(f"answer with three values (alpha_monotone, alpha_max, rescued_with_k4), such as {example}.")
+    monotone, largest = _number(answer[0]), _number(answer[1])
+    for name, value, given in (("alpha_monotone", monotone, answer[0]), ("alpha_max", largest, answer[1])):
+        if value is None or value <= 0:
+            raise Wrong(f"{name} is a positive number, a fraction of the way to the fast weights; you gave "
+                        f"{given!r}.")
+    right_monotone, right_largest = _lookahead_limits()
+    if not (_near(monotone, right_monotone, 1e-6) and _near(largest, right_largest, 1e-6)):
+        if _near(monotone, right_largest, 1e-6) and _near(largest, right_monotone, 1e-6):
+            raise Wrong("your two values are swapped: alpha_monotone is the smaller.")
+        if _near(monotone, right_monotone, 1e-3) and _near(largest, right_largest, 1e-3):
+            raise Wrong("both are within 0.1% but not exact: give them to 6 significant digits (an "
+                        "expression such as 1 / 3 is exact).")
+        for k in (LOOKAHEAD_K - 2, LOOKAHEAD_K, LOOKAHEAD_K + 2):
+            for eta_lambda in (LOOKAHEAD_ETA_LAMBDA, LOOKAHEAD_ETA_LAMBDA / 2, 2 * LOOKAHEAD_ETA_LAMBDA):
+                if (k, eta_lambda) == (LOOKAHEAD_K, LOOKAHEAD_ETA_LAMBDA):
+                    continue
+                if any(_near(v, w, 1e-6) for v in (monotone, largest) for w in _lookahead_limits(k, eta_lambda)):
+                    if eta_lambda != LOOKAHEAD_ETA_LAMBDA:
+                        raise Wrong("what does one SGD step multiply theta by? The gradient of lambda "
+                                    "theta^2 / 2 is lambda theta, and eta lambda = 2.5.")
+                    raise Wrong(f"count the fast steps again: {LOOKAHEAD_K} SGD steps between two slow "
+                                f"steps, each multiplying theta by -1.5.")
+        if _near(monotone, right_monotone, 1e-6):
+            raise Wrong("alpha_monotone is right; alpha_max is not. Converging needs |factor| < 1 per cycle: "
+                        "which alpha makes the factor -1?")
+        if _near(largest, right_largest, 1e-6):
+            raise Wrong("alpha_max is right; alpha_monotone is not. Where does the factor per cycle change "
+                        "sign?")
+        raise Wrong("follow one cycle: start the fast weights at phi, take 5 SGD steps, then "
+                    "phi <- phi + alpha (theta - phi). phi is multiplied by a number that depends on alpha: "
+                    "when is it between 0 and 1, and when between -1 and 1?")
+    rescued = answer[2]
+    if not isinstance(rescued, (bool, np.bool_)):
+        raise Wrong(f"rescued_with_k4 is True or False; you gave {rescued!r}.")
+    if rescued:
+        raise Wrong("both alphas are right. With k = 4, on which side of phi do the fast weights end a "
+                    "cycle, and how far out? Can a step of alpha <= 1 towards them shrink phi?")

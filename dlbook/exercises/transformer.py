@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 from torch import nn
 
-from . import Wrong, exercise, forbid, is_int
+from . import LAYER_OPS, Wrong, exercise, forbid, forbid_ops, is_int
 
 
 def _decoder_params(d_model: int, d_ff: int) -> int:
@@ -34,11 +35,26 @@ def _decoder_layer_params(answer) -> None:
     from .. import attention, transformer
 
     rule = "derive the count from the structure; build no layers"
+    # The rule on three levels. By name, so that the hint names the layer the answer built. At the
+    # level of the operators that make a parameter's storage (LAYER_OPS: torch.empty and the inits
+    # that follow it, clone, ...), which no pre-bound name escapes: an __init__ saved before the
+    # check, a layer class not named here (a 1x1 nn.Conv1d has nn.Linear's parameters, a GroupNorm(1, d)
+    # a LayerNorm's), skip_init, the meta device, a deep copy of a layer built earlier, torch.ops.aten
+    # called directly. A layer built *before* the check runs no operator when its parameters are
+    # counted, so the sizes are also drawn afresh on every check: a table of counts prepared
+    # earlier cannot pass. Banning these operators costs a right answer nothing: it computes
+    # with Python integers and never reaches torch. (A size guard, refusing tensors of more than
+    # some number of elements on large random sizes, would let tiny layers through, and counts
+    # of tiny layers fit the polynomial.)
+    draw = random.Random()
     cases = [(64, 4, 256), (32, 2, 64), (48, 8, 100), (16, 1, 16), (128, 16, 512)]
+    for _ in range(5):
+        nh = draw.randint(1, 16)
+        cases.append((nh * draw.randint(1, 48), nh, draw.randint(1, 2048)))
+    layers = (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, attention.MultiHeadAttention, transformer.DecoderLayer,
+              nn.TransformerDecoderLayer)
     for d, nh, d_ff in cases:
-        with forbid(rule, (nn.Linear, "__init__"), (nn.LayerNorm, "__init__"),
-                    (nn.MultiheadAttention, "__init__"), (attention.MultiHeadAttention, "__init__"),
-                    (transformer.DecoderLayer, "__init__"), (nn.TransformerDecoderLayer, "__init__")):
+        with forbid(rule, *((layer, "__init__") for layer in layers)), forbid_ops(rule, *LAYER_OPS):
             got = answer(d, nh, d_ff)
         if not is_int(got):
             raise Wrong(f"for d_model={d}, num_heads={nh}, d_ff={d_ff} you return {got!r}; return a whole "
