@@ -245,3 +245,81 @@ def test_no_exercise_explanation_is_visible_without_a_click(browser, server, pag
         f"{page_path}: {len(keys)} verdicts but folded explanations {folded}"
     assert any(frag in opened for key in keys for frag in _fragments(exercises.get(key).explanation)), \
         f"{page_path}: opening an explanation showed none of them"
+
+
+# ---------------------------------------------------------------- the results page and the runtime table
+# (book/results.md and book/how_to_use.md, built by book/_ext/results_table.py from results/*.json and
+# book/targets.yml; the machinery itself is tested in tests/test_targets.py)
+
+
+def _results_table():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("dlbook_results_table_site",
+                                                  ROOT / "book" / "_ext" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _html_table(html: str, css_class: str) -> str:
+    start = html.index(css_class)
+    return html[start:html.index("</table>", start)]
+
+
+def test_the_results_page_shows_every_results_file_and_every_target():
+    rt = _results_table()
+    results = rt.load_results(ROOT / "results")
+    targets = rt.load_targets(ROOT / "book" / "targets.yml")
+    html = (SITE / "book" / "results.html").read_text(encoding="utf-8")
+    text = " ".join(_visible_text(html).split())
+    summary = _html_table(html, "dlbook-results-summary")
+    assert summary.count("<tr") == 1 + len(results), "the summary has one row per results file"
+    for slug, record in results.items():
+        chapter = targets.chapters[slug]
+        assert f'id="results-{slug}"' in html, f"no section for {slug}"
+        assert " ".join(chapter.entries[chapter.headline].name.split()) in _visible_text(summary)
+        for key, entry in chapter.entries.items():
+            assert " ".join(entry.name.split()) in text, f"{slug}.{key}: {entry.name!r} not on the page"
+            shown = rt.format_metric(key, record["metrics"], entry)
+            assert shown in text, f"{slug}.{key}: {shown!r} not on the page"
+    # an error of 3.6e-7 is written so, not as 0.0000
+    error = results["attention"]["metrics"]["attention_parity_max_abs_err"]
+    assert re.fullmatch(r"\d\.\de-\d+", rt.sci(error)) and rt.sci(error) in text
+    landed = [slug for slug in targets.generative["chapters"] if slug in results]
+    assert ("Not landed yet" in text) == (len(landed) < len(targets.generative["chapters"]))
+
+
+def test_the_how_to_page_gives_the_measured_runtimes():
+    rt = _results_table()
+    results = rt.load_results(ROOT / "results")
+    html = (SITE / "book" / "how_to_use.html").read_text(encoding="utf-8")
+    table = _visible_text(_html_table(html, "dlbook-runtime"))
+    for row in rt.runtime_rows(results, rt.load_targets(ROOT / "book" / "targets.yml"), ROOT):
+        assert row.full in table and row.smoke in table and row.title in table
+    assert "No chapter needs one" in _visible_text(html)
+
+
+@pytest.mark.parametrize("page_path", ["book/results.html", "book/how_to_use.html"])
+def test_results_and_runtimes_on_a_phone(browser, server, page_path):
+    """At 390 px the page never scrolls sideways; a wide table scrolls inside its own box."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        page.goto(f"{server}/{page_path}", wait_until="load")
+        page.wait_for_load_state("networkidle")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + "-390px.png")),
+                        full_page=True)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        tables = page.evaluate("""() => Array.from(document.querySelectorAll('article table')).map(t => {
+            const box = t.parentElement;
+            return {wide: t.scrollWidth > box.clientWidth + 1, scrolls: getComputedStyle(box).overflowX};
+        })""")
+    finally:
+        page.close()
+    assert overflow <= 1, f"{page_path} scrolls sideways by {overflow} px at 390 px"
+    assert tables, f"no tables on {page_path}"
+    cut = [t for t in tables if t["wide"] and t["scrolls"] not in ("auto", "scroll")]
+    assert not cut, f"{page_path}: {len(cut)} wide tables that do not scroll in their own box"
