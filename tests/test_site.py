@@ -274,7 +274,7 @@ def test_the_results_page_shows_every_results_file_and_every_target():
     results = rt.load_results(ROOT / "results")
     targets = rt.load_targets(ROOT / "book" / "targets.yml")
     html = (SITE / "book" / "results.html").read_text(encoding="utf-8")
-    text = " ".join(_visible_text(html).split())
+    text = " ".join(_visible_text(html).replace("\u2019", "'").split())  # Sphinx's smart quotes
     summary = _html_table(html, "dlbook-results-summary")
     assert summary.count("<tr") == 1 + len(results), "the summary has one row per results file"
     for slug, record in results.items():
@@ -296,15 +296,17 @@ def test_the_how_to_page_gives_the_measured_runtimes():
     rt = _results_table()
     results = rt.load_results(ROOT / "results")
     html = (SITE / "book" / "how_to_use.html").read_text(encoding="utf-8")
-    table = _visible_text(_html_table(html, "dlbook-runtime"))
+    table = " ".join(_visible_text(_html_table(html, "dlbook-runtime")).split())  # no-break spaces too
     for row in rt.runtime_rows(results, rt.load_targets(ROOT / "book" / "targets.yml"), ROOT):
-        assert row.full in table and row.smoke in table and row.title in table
+        for shown in (row.full, row.smoke, row.title, row.device):
+            assert " ".join(shown.split()) in table, f"{row.slug}: {shown!r} not in the runtime table"
     assert "No chapter needs one" in _visible_text(html)
 
 
 @pytest.mark.parametrize("page_path", ["book/results.html", "book/how_to_use.html"])
 def test_results_and_runtimes_on_a_phone(browser, server, page_path):
-    """At 390 px the page never scrolls sideways; a wide table scrolls inside its own box."""
+    """At 390 px the page never scrolls sideways; a wide table scrolls inside its own box, and the
+    results tables turn into cards (book/_ext/static/dlbook-results.css) that fit the column."""
     page = browser.new_page(viewport={"width": 390, "height": 844})
     try:
         page.goto(f"{server}/{page_path}", wait_until="load")
@@ -315,7 +317,8 @@ def test_results_and_runtimes_on_a_phone(browser, server, page_path):
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         tables = page.evaluate("""() => Array.from(document.querySelectorAll('article table')).map(t => {
             const box = t.parentElement;
-            return {wide: t.scrollWidth > box.clientWidth + 1, scrolls: getComputedStyle(box).overflowX};
+            return {wide: t.scrollWidth > box.clientWidth + 1, scrolls: getComputedStyle(box).overflowX,
+                    cards: t.matches('.dlbook-results-summary, .dlbook-results-chapter')};
         })""")
     finally:
         page.close()
@@ -323,3 +326,7 @@ def test_results_and_runtimes_on_a_phone(browser, server, page_path):
     assert tables, f"no tables on {page_path}"
     cut = [t for t in tables if t["wide"] and t["scrolls"] not in ("auto", "scroll")]
     assert not cut, f"{page_path}: {len(cut)} wide tables that do not scroll in their own box"
+    # the results tables become cards on a phone: nothing of them is out of sight
+    hidden = [t for t in tables if t["cards"] and t["wide"]]
+    assert page_path != "book/results.html" or sum(t["cards"] for t in tables) >= 2
+    assert not hidden, f"{page_path}: {len(hidden)} results tables wider than the phone's column"

@@ -115,7 +115,10 @@ chapters:
     title: CNN
     headline: test_acc
     metrics:
-      test_acc: {name: test accuracy, target: ">= 0.9", references: [{value: 0.95, what: paper, cite: lecun1998gradient}]}
+      test_acc:
+        name: test accuracy
+        target: ">= 0.9"
+        references: [{value: 0.95, what: paper, cite: lecun1998gradient}]
       parity_err: {name: parity, target: "<= 1e-5"}
 """
 
@@ -301,7 +304,7 @@ def test_the_generative_comparison_fills_in_as_chapters_land(tmp_path, targets):
     assert [r.model for r in rows] == ["real digits (validation split), the floor", "VAE", "GAN",
                                        "DDPM, unconditional", "DDPM, classifier-free guidance"]
     assert [r.chapter for r in rows] == ["vae", "vae", "gan", "diffusion", "diffusion"]
-    assert rows[-1].values == {"fid_mnist": "3", "confident_rate": "–", "class_coverage": "–"}
+    assert rows[-1].values == {"fid_mnist": "3.00", "confident_rate": "–", "class_coverage": "–"}
 
 
 def test_a_sample_grid_has_a_default_place_and_can_be_named(tmp_path):
@@ -333,17 +336,23 @@ def test_every_stored_chapter_has_its_smoke_time_and_device(results, targets):
         assert results[row.slug]["device_name"] in row.device
 
 
-def _runtime(slug, number, seconds):
-    return rt.RuntimeRow(slug, number, slug.title(), seconds, rt.seconds(seconds), "CPU", "10 s")
+def _runtime(slug, number, seconds, threads=2):
+    return rt.RuntimeRow(slug, number, slug.title(), seconds, rt.seconds(seconds), "CPU", "10 s", threads)
 
 
 def test_the_gpu_advice_names_the_longest_chapters():
-    rows = [_runtime("cnn", 3, 255.0), _runtime("transformer", 5, 688.0), _runtime("diffusion", 9, 2400.0)]
-    advice = rt.gpu_advice(rows)
-    assert "09 Diffusion (40.0 min), 05 Transformer (11.5 min)." in advice
-    assert "Cnn" not in advice and "No chapter needs one" in advice
+    rows = [_runtime("attention", 4, 76.0), _runtime("cnn", 3, 255.0), _runtime("transformer", 5, 688.0),
+            _runtime("diffusion", 9, 2400.0)]
+    advice = rt.gpu_advice(rows).replace("\u00a0", " ")
+    assert advice.startswith("The longest full runs: 09 Diffusion (40.0 min), 05 Transformer (11.5 min), "
+                             "03 Cnn (4.2 min).")
+    assert "longer than 5 minutes: 09 Diffusion (40.0 min), 05 Transformer (11.5 min)." in advice
+    assert "Attention" not in advice
+    assert "No chapter needs one: every run in the table was made on a CPU with 2 threads" in advice
     short = rt.gpu_advice([_runtime("cnn", 3, 255.0), _runtime("attention", 4, 76.0)])
-    assert "under 5 minutes" in short and "03 Cnn (4.2 min)" in short
+    assert "Every full run took under 5 minutes" in short and "A GPU saves the most" not in short
+    on_a_gpu = rt.gpu_advice([_runtime("cnn", 3, 255.0), _runtime("attention", 4, 76.0, threads=None)])
+    assert "No chapter needs one" not in on_a_gpu  # not shown by these runs
     assert rt.gpu_advice([]) == "No chapter has a stored full run yet."
 
 
@@ -406,7 +415,8 @@ def test_the_directives_in_a_sphinx_build_with_a_results_folder_of_their_own(tmp
     app = Sphinx(str(src), str(src), str(tmp_path / "html"), str(tmp_path / "doctrees"), "html",
                  status=None, warning=warnings, freshenv=True)
     app.build()
-    html = (tmp_path / "html" / "book" / "results.html").read_text(encoding="utf-8")
+    # values keep their spread on one line with no-break spaces
+    html = (tmp_path / "html" / "book" / "results.html").read_text(encoding="utf-8").replace("\u00a0", " ")
     text = re.sub(r"<[^>]+>", "", html)
 
     def table(css_class: str, page: str = html) -> str:
@@ -432,15 +442,31 @@ def test_the_directives_in_a_sphinx_build_with_a_results_folder_of_their_own(tmp
     # the generative comparison: five models on the yardstick, three grids side by side
     generative = table("dlbook-results-generative")
     for cell in ("real digits (validation split), the floor", "VAE", "GAN", "DDPM, unconditional",
-                 "DDPM, classifier-free guidance", "21.5", "12.25", "0.8500"):
+                 "DDPM, classifier-free guidance", "21.50", "12.25", "0.8500", "FID on the judge’s features ↓"):
         assert cell in generative, cell
     assert "ancestral" not in generative
     assert table("dlbook-results-samples").count("<img") == 3 and "Not landed yet" not in text
     for slug in GENERATIVE:
         assert (tmp_path / "html" / "_images" / f"{slug}_samples.png").exists()
+    # the tables' own stylesheet is served from the site
+    assert (tmp_path / "html" / "_static" / "dlbook-results.css").exists() and "dlbook-results.css" in html
     # the how-to page: full-run time and device from the results, smoke time from the notebook
     howto = (tmp_path / "html" / "book" / "how_to_use.html").read_text(encoding="utf-8")
     runtime = table("dlbook-runtime", howto)
     assert runtime.count("<tr") == 1 + 5 and "CPU (Test CPU), 2 threads" in runtime
-    assert "<td><p>9 s</p></td>" in runtime  # "diffusion": its notebook's smoke row
+    assert "<td><p>9\u00a0s</p></td>" in runtime  # "diffusion": its notebook's smoke row
     assert "No chapter needs one" in howto
+
+
+def test_a_value_keeps_its_spread_and_unit_on_one_line():
+    assert rt.keep_together("0.8148 ± 0.0070 (std, 10 seeds)") == "0.8148\u00a0±\u00a00.0070 (std, 10 seeds)"
+    assert rt.keep_together("43.7 s") == "43.7\u00a0s"
+    assert rt.keep_together("255 s (4.2 min)") == "255\u00a0s (4.2\u00a0min)"
+
+
+def test_a_target_keeps_the_digits_it_was_written_with():
+    target = rt.parse_target(">= 0.810")
+    assert target.threshold == 0.81 and target.written == "0.810"
+    entry = rt.Entry("cora_acc_mean", "Cora", target)
+    chapter = rt.Chapter("gnn", "GNN", "cora_acc_mean", {"cora_acc_mean": entry})
+    assert rt.target_text(entry, {"cora_acc_mean": 0.8148}, chapter, "accuracy") == "≥ 0.810"

@@ -49,7 +49,7 @@ GPU_WORTH_IT_SECONDS = 300.0
 SPREADS = {"_std": "std", "_stderr": "s.e."}
 COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 SYMBOLS = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
-FORMATS = ("sci", "accuracy", "seconds", "count", "ratio", "yesno", "share", "number")
+FORMATS = ("sci", "accuracy", "seconds", "count", "ratio", "yesno", "two_decimals", "number")
 RECORDED = "recorded"
 
 
@@ -86,6 +86,7 @@ class Target:
     op: str | None = None
     threshold: float | None = None
     metric: str | None = None
+    written: str | None = None  # the number as targets.yml writes it: "0.810", "1e-5"
 
     @property
     def recorded(self) -> bool:
@@ -103,7 +104,7 @@ def parse_target(text) -> Target:
                            f"or a metric key, as in '>= 0.99'")
     op, rest = match.groups()
     try:
-        return Target(op, threshold=float(rest))
+        return Target(op, threshold=float(rest), written=rest)
     except ValueError:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rest):
             raise TargetsError(f"target {text!r}: {rest!r} is neither a number nor a metric key") from None
@@ -238,8 +239,8 @@ def format_kind(key: str, value, fmt: str | None = None) -> str:
         return "count"
     if "_acc" in key or key.endswith("exact_match") or key.endswith("_rate"):
         return "accuracy"
-    if key.endswith("coverage"):
-        return "share"
+    if key.endswith("coverage") or key.endswith("fid_mnist"):
+        return "two_decimals"
     return "number"
 
 
@@ -268,7 +269,7 @@ def format_value(value, kind: str) -> str:
         return sci(value)
     if kind == "accuracy":
         return f"{value:.4f}"
-    if kind == "share":
+    if kind == "two_decimals":
         return f"{value:.2f}"
     if kind == "seconds":
         return seconds(value)
@@ -312,9 +313,9 @@ def format_metric(key: str, metrics: dict, entry: Entry | None = None) -> str:
     return text
 
 
-def format_threshold(threshold: float, kind: str) -> str:
-    """A target's number as it was set: '1e-5', '0.993', '60 s'."""
-    return plain(threshold) + (" s" if kind == "seconds" else "")
+def format_threshold(threshold: float, kind: str, written: str | None = None) -> str:
+    """A target's number as it was set: '1e-5', '0.810', '60 s'."""
+    return (written or plain(threshold)) + (" s" if kind == "seconds" else "")
 
 
 # ---------------------------------------------------------------- verdicts
@@ -424,7 +425,7 @@ def target_text(entry: Entry, metrics: dict, chapter: Chapter, kind: str) -> str
         other = chapter.entries.get(target.metric)
         value = format_metric(target.metric, metrics, other)
         return f"{SYMBOLS[target.op]} {value} ({other.name if other else target.metric})"
-    return f"{SYMBOLS[target.op]} {format_threshold(target.threshold, kind)}"
+    return f"{SYMBOLS[target.op]} {format_threshold(target.threshold, kind, target.written)}"
 
 
 def chapter_rows(slug: str, results: dict, targets: Targets) -> list[Row]:
@@ -564,6 +565,7 @@ class RuntimeRow:
     full: str
     device: str
     smoke: str
+    cpu_threads: int | None = None  # the run's CPU threads; None on a GPU
 
 
 def runtime_rows(results: dict, targets: Targets, root: Path) -> list[RuntimeRow]:
@@ -575,12 +577,13 @@ def runtime_rows(results: dict, targets: Targets, root: Path) -> list[RuntimeRow
         notebook = root / NOTEBOOKS_DIR / f"{number:02d}_{slug}.ipynb" if number else None
         smoke = (smoke_time(notebook) if notebook else None) or "not measured"
         title = targets.chapters[slug].title if slug in targets.chapters else slug
-        rows.append(RuntimeRow(slug, number, title, float(record["seconds"]), wall_time, device, smoke))
+        threads = record.get("threads") if record.get("device") == "cpu" else None
+        rows.append(RuntimeRow(slug, number, title, float(record["seconds"]), wall_time, device, smoke, threads))
     return rows
 
 
 def gpu_advice(rows: list[RuntimeRow]) -> str:
-    """Which chapters want a GPU, from the measured times (MyST text)."""
+    """Which chapters take longest and want a GPU, from the measured times (MyST text)."""
     if not rows:
         return "No chapter has a stored full run yet."
     longest = sorted(rows, key=lambda r: -r.seconds)
@@ -588,16 +591,19 @@ def gpu_advice(rows: list[RuntimeRow]) -> str:
     minutes = GPU_WORTH_IT_SECONDS / 60
 
     def name(r):
-        return f"{r.number:02d} {r.title} ({r.seconds / 60:.1f} min)" if r.number else r.title
+        label = f"{r.number:02d} {r.title}" if r.number else r.title
+        return f"{label} ({r.seconds / 60:.1f}\u00a0min)"
 
+    text = f"The longest full runs: {', '.join(name(r) for r in longest[:3])}."
     if slow:
-        text = (f"A GPU saves the most time on the chapters whose full run takes longer than "
-                f"{minutes:.0f} minutes on this CPU: {', '.join(name(r) for r in slow)}.")
+        text += (f" A GPU saves the most time on the chapters that take longer than {minutes:.0f} minutes: "
+                 f"{', '.join(name(r) for r in slow)}.")
     else:
-        text = (f"Every full run took under {minutes:.0f} minutes on this CPU; the longest is "
-                f"{name(longest[0])}.")
-    text += (" No chapter needs one: every run in the table finished on a 2-core CPU, and on a GPU "
-             "the code is the same.")
+        text += f" Every full run took under {minutes:.0f} minutes, so a GPU saves minutes at most."
+    threads = sorted({r.cpu_threads for r in rows if r.cpu_threads})
+    if all(r.cpu_threads for r in rows):
+        text += (f" No chapter needs one: every run in the table was made on a CPU with "
+                 f"{' or '.join(map(str, threads))} threads, and on a GPU the code is the same.")
     return text
 
 
@@ -675,8 +681,16 @@ class _ResultsDirective(SphinxDirective):
             row += entry
         return row
 
-    def verdict(self, text: str) -> str:
-        return "**missed**" if text == "missed" else ("–" if text == RECORDED else text)
+    def target_cell(self, target: str, verdict: str) -> str:
+        """A target with its verdict: 'target ≥ 0.99: met', 'target ≤ 1e-5: **missed**', or 'recorded'."""
+        if verdict == RECORDED:
+            return RECORDED
+        return f"target {target}: " + ("**missed**" if verdict == "missed" else verdict)
+
+
+def keep_together(value: str) -> str:
+    """A value and its spread on one line: no break around '±' or before a unit."""
+    return re.sub(r"(\d) (s|min)\b", "\\1\u00a0\\2", value.replace(" ± ", "\u00a0±\u00a0"))
 
 
 def chapter_link(slug: str, number: int | None, title: str) -> str:
@@ -695,12 +709,13 @@ class ResultsSummary(_ResultsDirective):
         numbers = chapter_numbers(self.root() / NOTEBOOKS_DIR)
         rows = []
         for r in summary_rows(results, targets, numbers):
-            verdict = self.verdict(r.verdict)
-            target = r.target if r.verdict == RECORDED else f"{r.target}: {verdict}"
-            rows.append([chapter_link(r.slug, r.number, r.title), r.headline, f"**{r.value}**", target,
-                         r.reference or "–", f"{r.met} of {r.targets}", r.wall_time, _escape(r.device)])
-        header = ["chapter", "headline", "this run", "target", "published", "targets met", "full run",
-                  "device"]
+            rows.append([
+                [chapter_link(r.slug, r.number, r.title), f"{r.met} of {r.targets} targets met"],
+                [r.headline, f"**{keep_together(r.value)}**"],
+                [self.target_cell(r.target, r.verdict), r.reference],
+                [keep_together(r.wall_time), _escape(r.device)],
+            ])
+        header = ["chapter", "headline number", "target and published", "full run"]
         return [self.table(header, rows, classes=["dlbook-results-summary"])]
 
 
@@ -728,9 +743,10 @@ class ResultsChapters(_ResultsDirective):
                 f"{_escape(device)}; torch {_escape(record.get('torch', '?'))}, dlbook "
                 f"{_escape(record.get('dlbook', '?'))}, seed {record.get('seed', '?')}, finished "
                 f"{_escape(str(record.get('finished', '?'))[:10])}.")
-            body = [[r.name, f"**{r.value}**", r.target, self.verdict(r.verdict), r.references or "–"]
+            body = [[r.name, f"**{keep_together(r.value)}**",
+                     [self.target_cell(r.target, r.verdict)] + r.references]
                     for r in rows]
-            section += self.table(["metric", "this run", "target", "verdict", "compared with"], body,
+            section += self.table(["metric", "this run", "target and compared with"], body,
                                   classes=["dlbook-results-chapter"])
             sections.append(section)
         return sections
@@ -747,13 +763,12 @@ class ResultsGenerative(_ResultsDirective):
         rows, landed, missing = generative_rows(results, targets)
         out = []
         if rows:
-            header = ["model", "chapter"] + [
-                f"{v.get('name', k)} ({'lower' if v.get('better') == 'lower' else 'higher'} is better)"
-                for k, v in yardstick.items()]
-            body = [[_escape(r.model), _escape(names.get(r.chapter, r.chapter))]
-                    + [f"**{_escape(r.values[k])}**" for k in yardstick] for r in rows]
+            header = ["model"] + [f"{v.get('name', k)} {'↓' if v.get('better') == 'lower' else '↑'}"
+                                  for k, v in yardstick.items()]
+            body = [[_escape(r.model)] + [f"**{_escape(r.values[k])}**" for k in yardstick] for r in rows]
             out.append(self.table(header, body, classes=["dlbook-results-generative"]))
-            out.append(self.samples(landed, targets, names))
+            out.append(self.paragraph("↓ lower is better, ↑ higher is better."))
+            out.extend(self.samples(landed, targets, names))
         if missing:
             which = ", ".join(names.get(slug, slug) for slug in missing)
             out.append(self.paragraph(
@@ -761,8 +776,8 @@ class ResultsGenerative(_ResultsDirective):
                 f"when its full run writes its results file."))
         return out
 
-    def samples(self, landed, targets, names) -> nodes.Node:
-        """The sample grids side by side: one column per chapter."""
+    def samples(self, landed, targets, names) -> list:
+        """The sample grids side by side, one column per chapter, under a line that says so."""
         root = self.root()
         cells, captions = [], []
         logger = logging.getLogger(__name__)
@@ -777,8 +792,9 @@ class ResultsGenerative(_ResultsDirective):
             cells.append(image)
             captions.append(_escape(names.get(slug, slug)))
         if not cells:
-            return nodes.paragraph()
-        return self.table(captions, [cells], classes=["dlbook-results-samples"])
+            return []
+        return [self.paragraph("Samples of each chapter's best model, side by side:"),
+                self.table(captions, [cells], classes=["dlbook-results-samples"])]
 
 
 class RuntimeTable(_ResultsDirective):
@@ -793,14 +809,24 @@ class RuntimeTable(_ResultsDirective):
                 self.env.note_dependency(str(root / NOTEBOOKS_DIR / f"{row.number:02d}_{row.slug}.ipynb"))
         if not rows:
             return [self.paragraph("No chapter has a stored full run yet.")]
-        body = [[chapter_link(r.slug, r.number, r.title), f"**{r.full}**", _escape(r.device), r.smoke]
-                for r in rows]
-        table = self.table(["chapter", "full profile (the stored run)", "measured on", "smoke profile"], body,
+        body = [[chapter_link(r.slug, r.number, r.title), f"**{keep_together(r.full)}**", keep_together(r.smoke),
+                 _escape(r.device)] for r in rows]
+        table = self.table(["chapter", "full run", "smoke run", "measured on"], body,
                            classes=["dlbook-runtime"])
         return [table, self.paragraph(gpu_advice(rows))]
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _add_static_path(app):
+    app.config.html_static_path.append(str(STATIC))
+
+
 def setup(app):
+    # the tables' own rules (cards on a phone), served from the site itself
+    app.connect("builder-inited", _add_static_path)
+    app.add_css_file("dlbook-results.css")
     app.add_directive("results-summary", ResultsSummary)
     app.add_directive("results-chapters", ResultsChapters)
     app.add_directive("results-generative", ResultsGenerative)
