@@ -149,14 +149,19 @@ def fetch_files(name: str, folder: str | os.PathLike, mirrors: tuple[str, ...] |
     if folder.is_dir():
         remove_stale_downloads(folder)
     for remote, path in targets.items():
-        if not path.exists():
+        if path.is_dir():
+            found = "a folder"
+        elif path.exists():
+            actual = sha256_file(path)
+            if actual == remote.sha256:
+                continue
+            found = f"SHA-256 {actual}"
+        else:
             continue
-        found = "a folder" if path.is_dir() else f"SHA-256 {sha256_file(path)}"
-        if found != f"SHA-256 {remote.sha256}":
-            raise DataError(
-                f"The official file {path} of {name} fails its checksum: expected SHA-256 "
-                f"{remote.sha256}, found {found}. Delete it so that dlbook downloads it again, "
-                f"or replace it with a good copy.")
+        raise DataError(
+            f"The official file {path} of {name} fails its checksum: expected SHA-256 "
+            f"{remote.sha256}, found {found}. Delete it so that dlbook downloads it again, "
+            f"or replace it with a good copy.")
     missing = [remote for remote, path in targets.items() if not path.exists()]
     if missing:
         _download_files(name, missing, bases, folder)
