@@ -684,7 +684,8 @@ def test_fetch_all_on_a_complete_folder_only_verifies(shared_data, monkeypatch, 
     for source in data.SOURCES.values():
         assert f"{source.filename}: present, SHA-256 verified" in out
     assert "planetoid/ind.cora.*: 8 official files, present, SHA-256 verified" in out
-    assert "SHA256SUMS: verified" in out and "planetoid/SHA256SUMS: verified" in out
+    assert "\nSHA256SUMS: present, matches the files" in out
+    assert "\nplanetoid/SHA256SUMS: present, matches the files" in out
     assert f"{shared_data} is complete: 23 files" in out
 
 

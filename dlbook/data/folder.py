@@ -37,7 +37,7 @@ KEPT = ("cora", "citeseer")
 RAW_FOLDER = "planetoid"
 CHECKSUMS = "SHA256SUMS"
 _SAID = {"verified": "present, SHA-256 verified", "downloaded": "downloaded and verified",
-         "converted": f"converted from {RAW_FOLDER}/ and verified", "written": "written"}
+         "converted": f"converted from {RAW_FOLDER}/ and verified"}
 
 
 def _raw_names(name: str) -> list[str]:
@@ -155,7 +155,7 @@ def fetch_all() -> dict[str, str]:
             except (DataError, OSError) as err:
                 fail(item, err)
             else:
-                _say(item, _SAID[done[item]])
+                _say(item, "present, matches the files" if done[item] == "verified" else "written")
 
     if failed:
         raise DataError(
