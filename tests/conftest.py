@@ -14,7 +14,6 @@ import http.server
 import shutil
 import sys
 import threading
-import os
 from pathlib import Path
 
 import matplotlib
@@ -36,12 +35,14 @@ import dlbook  # noqa: E402
 torch.set_num_threads(1)
 import dlbook.data  # noqa: E402
 import dlbook.device  # noqa: E402
+import dlbook.paths  # noqa: E402
 
 # The read-only copies of the data sets: ../shared/data beside the checkout
-# (development and CI machines), else wherever DLBOOK_DATA points.
+# (development and CI machines), else the data folder that `make data` fills
+# (DLBOOK_DATA, else the user cache; read here, before any test changes them).
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED_DATA.is_dir() and os.environ.get("DLBOOK_DATA"):
-    SHARED_DATA = Path(os.environ["DLBOOK_DATA"])
+if not SHARED_DATA.is_dir():
+    SHARED_DATA = dlbook.paths.data_dir()
 ENV_VARS = ("DLBOOK_PROFILE", "DLBOOK_CACHE", "DLBOOK_DATA", "DLBOOK_MODELS", "DLBOOK_CHECKPOINTS",
             "DLBOOK_RESULTS", "DLBOOK_DEVICE", "DLBOOK_MIRRORS")
 

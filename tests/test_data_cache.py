@@ -24,6 +24,7 @@ import dlbook.data.cache
 from conftest import SHARED_DATA, _QuietHandler
 from dlbook import data
 from dlbook.data import DataError
+from dlbook.data.__main__ import main as data_command
 
 # Published SHA-256 of the uncompressed official files (data README).
 PUBLISHED = {
@@ -620,3 +621,195 @@ def test_the_mirror_variable_is_documented():
             text = f.read()
         assert "| `DLBOOK_MIRRORS` |" in text, f"{page}: DLBOOK_MIRRORS is not in the variables table"
     assert 'fetch("mnist", mirrors=[' in text and "DLBOOK_MIRRORS=" in text  # the how-to page shows both
+
+
+# fetch_files: a data set's official files themselves -------------------------------------------
+
+def test_fetch_files_keeps_what_a_mirror_delivered_and_takes_the_rest_from_the_next(tmp_path, mirror_server, capsys):
+    partial = tmp_path / "partial mirror"
+    partial.mkdir()
+    cora = data.SOURCES["cora"].files
+    for remote in cora[:3]:
+        shutil.copyfile(SHARED_DATA / "planetoid" / remote.name, partial / remote.name)
+    folder = tmp_path / "kept"
+    paths = data.fetch_files("cora", folder, mirrors=(partial.as_uri(), mirror_server("good")))
+    assert paths == [folder / f.name for f in cora]
+    for remote in cora:
+        assert (folder / remote.name).read_bytes() == (SHARED_DATA / "planetoid" / remote.name).read_bytes()
+    out = capsys.readouterr().out
+    copied = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("Copying ")]
+    assert copied == [partial.as_uri() + "/" + f.name for f in cora[:4]]  # the 4th is missing there
+    assert _downloads(out) == [mirror_server("good") + f.name for f in cora[3:]]  # only the rest
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in cora)  # no scratch folder left
+
+
+def test_fetch_files_refuses_a_bad_copy_without_downloading(tmp_path, monkeypatch):
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / "ind.citeseer.y").write_bytes(b"tampered")
+    tried = _no_download(monkeypatch)
+    with pytest.raises(DataError) as err:
+        data.fetch_files("citeseer", folder)
+    message = str(err.value)
+    assert str(folder / "ind.citeseer.y") in message and "fails its checksum" in message and "Delete it" in message
+    assert data.SOURCES["citeseer"].files[1].sha256 in message  # the published one of ind.citeseer.y
+    assert tried == [] and (folder / "ind.citeseer.y").read_bytes() == b"tampered"
+
+
+# fetch_all and `python -m dlbook.data`: the whole data folder ----------------------------------
+
+def _files_in(folder):
+    """Every file under ``folder``, relative and /-separated, with its size and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_folder_holds_the_five_data_sets_the_planetoid_files_and_two_checksum_files():
+    files = data.folder_files()
+    assert len(files) == len(set(files)) == 23
+    assert files[:6] == ["citeseer.npz", "cora.npz", "fashion_mnist.npz", "mnist.npz", "tinyshakespeare.txt",
+                         "SHA256SUMS"]
+    assert files[-1] == "planetoid/SHA256SUMS"
+    assert files[6:-1] == sorted(f"planetoid/{f.name}" for n in ("cora", "citeseer") for f in data.SOURCES[n].files)
+
+
+def test_fetch_all_on_a_complete_folder_only_verifies(shared_data, monkeypatch, capsys):
+    """What CI does before the tests: ../shared/data is complete and read-only."""
+    before = _files_in(shared_data)
+    assert set(data.folder_files()) <= set(before), "the shared data folder is not complete"
+    tried = _no_download(monkeypatch)
+    assert data_command(["fetch", "--all"]) == 0
+    assert tried == [] and _files_in(shared_data) == before
+    out = capsys.readouterr().out
+    for source in data.SOURCES.values():
+        assert f"{source.filename}: present, SHA-256 verified" in out
+    assert "planetoid/ind.cora.*: 8 official files, present, SHA-256 verified" in out
+    assert "\nSHA256SUMS: present, matches the files" in out
+    assert "\nplanetoid/SHA256SUMS: present, matches the files" in out
+    assert f"{shared_data} is complete: 23 files" in out
+
+
+@pytest.fixture
+def planetoid_mirror(tmp_path):
+    """A DLBOOK_MIRRORS base on a local HTTP server, with Cora, CiteSeer and Tiny Shakespeare."""
+    root = _mirror_tree(tmp_path / "served" / "mirror", names=("cora", "citeseer", "tinyshakespeare"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetch_all_fills_the_folder_with_progress_bars_and_then_works_offline(cache, planetoid_mirror, monkeypatch,
+                                                                             capsys):
+    cache.mkdir()
+    for name in ("mnist.npz", "fashion_mnist.npz"):  # already there: verified, not downloaded
+        (cache / name).symlink_to(SHARED_DATA / name)
+    monkeypatch.setenv("DLBOOK_MIRRORS", planetoid_mirror)
+    done = data.fetch_all()
+    assert done == {"mnist.npz": "verified", "fashion_mnist.npz": "verified",
+                    "planetoid/ind.cora.*": "downloaded", "cora.npz": "converted",
+                    "planetoid/ind.citeseer.*": "downloaded", "citeseer.npz": "converted",
+                    "tinyshakespeare.txt": "downloaded", "SHA256SUMS": "written", "planetoid/SHA256SUMS": "written"}
+    out, err = capsys.readouterr()
+    raw = [(n, f.name) for n in ("cora", "citeseer") for f in data.SOURCES[n].files]
+    assert _downloads(out) == [f"{planetoid_mirror}/{n}/{f}" for n, f in raw] + [
+        f"{planetoid_mirror}/tinyshakespeare/input.txt"]  # each file once: the .npz are made from the kept files
+    bars = [part.rsplit("\r", 1)[-1] for part in err.split("\n") if "%|" in part]  # the final state of each
+    assert len(bars) == 17 and all(bar.lstrip().startswith("100%|") for bar in bars), err
+    assert "1.12M/1.12M" in bars[-1]  # Tiny Shakespeare's 1,115,394 bytes
+    assert sorted(_files_in(cache)) == sorted(data.folder_files())  # nothing else, no leftovers
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == ["planetoid"]
+    for name in data.folder_files():  # the same folder as ../shared/data, byte for byte
+        assert (cache / name).read_bytes() == (SHARED_DATA / name).read_bytes(), name
+
+    tried = _no_download(monkeypatch)  # offline now
+    assert set(data.fetch_all().values()) == {"verified"}
+    assert tried == []
+
+
+def test_fetch_all_offline_names_every_missing_file_and_writes_nothing(cache, monkeypatch, capsys):
+    tried = []
+
+    def offline(url, folder):
+        tried.append(url)
+        raise ConnectionError("Network is unreachable")
+
+    monkeypatch.setattr(dlbook.data.cache, "_download", offline)
+    assert data_command(["fetch", "--all"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: The data folder {cache} is not complete: 7 item(s) missing or bad: mnist.npz, "
+                          "fashion_mnist.npz, planetoid/ind.cora.*, cora.npz, planetoid/ind.citeseer.*, citeseer.npz, "
+                          "tinyshakespeare.txt")
+    assert "DLBOOK_MIRRORS" in err and "make data" in err and "connect to the internet" in err
+    assert out.count("FAILED") == 7
+    assert len(tried) == sum(len(s.mirrors) for s in data.SOURCES.values())  # each official source once
+    assert out.count("ConnectionError: Network is unreachable") == len(tried)
+    official = {m for s in data.SOURCES.values() for m in s.mirrors}
+    assert tried and all(url.rsplit("/", 1)[0] + "/" in official for url in tried)  # only the official sources
+    assert _files_in(cache) == {}  # nothing written, no SHA256SUMS for an incomplete folder
+
+
+def _complete_copy(folder):
+    """A complete data folder of links to the shared files."""
+    for name in data.folder_files():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(SHARED_DATA / name)
+
+
+@pytest.mark.parametrize("bad, said", [("planetoid/ind.cora.y", "fails its checksum"),
+                                       ("tinyshakespeare.txt", "fails its checksum"),
+                                       ("SHA256SUMS", "does not match the files beside it")])
+def test_fetch_all_names_a_bad_file_and_leaves_it_alone(cache, monkeypatch, capsys, bad, said):
+    _complete_copy(cache)
+    (cache / bad).unlink()
+    tampered = (SHARED_DATA / bad).read_bytes() + b"x"
+    (cache / bad).write_bytes(tampered)
+    tried = _no_download(monkeypatch)
+    assert data_command(["fetch", "--all"]) == 1
+    out, err = capsys.readouterr()
+    assert said in out and str(cache / bad) in out
+    item = "planetoid/ind.cora.*" if bad.startswith("planetoid/ind.") else bad
+    assert f"missing or bad: {item}" in err and "delete it first" in err
+    assert tried == [] and (cache / bad).read_bytes() == tampered
+
+
+@pytest.mark.parametrize("argv, said", [([], "COMMAND"), (["fetch"], "give --all or data set names"),
+                                        (["fetch", "--all", "mnist"], "give --all or data set names"),
+                                        (["fetch", "cifar"], "unknown data set 'cifar'")])
+def test_the_command_refuses_a_bad_command_line(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        data_command(argv)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_the_command_fetches_named_data_sets(shared_data, monkeypatch, capsys):
+    tried = _no_download(monkeypatch)
+    assert data_command(["fetch", "tinyshakespeare", "cora"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{shared_data / 'tinyshakespeare.txt'}: SHA-256 verified",
+                                                    f"{shared_data / 'cora.npz'}: SHA-256 verified"]
+    assert tried == []
+
+
+def test_a_bad_mirror_setting_stops_the_command_before_anything(cache, monkeypatch, capsys):
+    monkeypatch.setenv("DLBOOK_MIRRORS", "mirror.example/data")
+    tried = _no_download(monkeypatch)
+    assert data_command(["fetch", "--all"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "DLBOOK_MIRRORS" in err and "'mirror.example/data'" in err
+    assert tried == [] and not cache.exists()
+
+
+def test_the_readme_lists_every_file_of_the_data_folder():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("\n## Data\n", 1)[1].split("\n## ", 1)[0]
+    parts = ",".join(p for p in dlbook.data.planetoid.PLANETOID_PARTS)
+    listed = [f"`{name}`" for name in data.folder_files() if not name.startswith("planetoid/ind.")]
+    listed.append(f"`planetoid/ind.{{cora,citeseer}}.{{{parts}}}`")
+    assert [name for name in listed if name not in section] == []
+    assert f"holds {len(data.folder_files())} files" in section and "make data" in section

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -115,3 +116,22 @@ print(json.dumps({"file": dlbook.__file__, "version": dlbook.__version__, "modul
                for p in (ROOT / "dlbook").rglob("*.py") if "__pycache__" not in p.parts}
     assert sources - {"dlbook"} <= set(report["modules"])
     assert not (purelib / "torch").exists(), "pip installed a second torch into the environment"
+
+
+def test_the_license_is_an_spdx_expression_and_the_build_backend_reads_it(wheel):
+    """PEP 639: `license = "MIT"` (a table is deprecated: setuptools 77+ warns on every install)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
+    assert project["build-system"]["requires"] == ["setuptools>=77"]  # the first to read an SPDX license
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata.splitlines()
+
+
+def test_make_venv_builds_dlbook_with_a_setuptools_that_reads_the_license():
+    """make venv installs dlbook with --no-build-isolation: the venv's own setuptools builds it."""
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    major = int(pins["setuptools"].split(".")[0])
+    assert major >= 77
+    assert "--no-build-isolation -e ." in (ROOT / "Makefile").read_text(encoding="utf-8")

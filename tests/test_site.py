@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tools.run_tests import MISSING_CHROMIUM, chromium
+from tools.run_tests import chromium, missing_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
@@ -83,7 +83,7 @@ def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     executable = chromium()
     if executable is None:
-        pytest.fail(MISSING_CHROMIUM, pytrace=False)
+        pytest.fail(missing_chromium(), pytrace=False)
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -330,3 +330,41 @@ def test_results_and_runtimes_on_a_phone(browser, server, page_path):
     hidden = [t for t in tables if t["cards"] and t["wide"]]
     assert page_path != "book/results.html" or sum(t["cards"] for t in tables) >= 2
     assert not hidden, f"{page_path}: {len(hidden)} results tables wider than the phone's column"
+
+
+# Chinese text (the newcomer's checks) ------------------------------------------------------------
+
+# Draws the first two different Chinese characters of an element in its own font on a canvas and
+# says whether they came out as the same picture: without a font that has them, every character is
+# the same empty box (.notdef).
+SAME_GLYPH_JS = """(selector) => {
+    const el = Array.from(document.querySelectorAll(selector)).find(e => /[\\u4e00-\\u9fff]/.test(e.textContent));
+    if (!el) return null;
+    const chars = Array.from(new Set(el.textContent.match(/[\\u4e00-\\u9fff]/g))).slice(0, 2);
+    const style = getComputedStyle(el);
+    const draw = (ch) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = canvas.height = 64;
+        const g = canvas.getContext('2d');
+        g.font = `${style.fontWeight} 40px ${style.fontFamily}`;
+        g.fillText(ch, 8, 48);
+        return Array.from(g.getImageData(0, 0, 64, 64).data).join(',');
+    };
+    return {text: chars.join(''), same: chars.length === 2 && draw(chars[0]) === draw(chars[1])};
+}"""
+
+
+@pytest.mark.parametrize("selector", ["h1", "td"])
+def test_the_glossarys_chinese_is_drawn_in_a_font_that_has_it(browser, server, selector):
+    """The title (English / 中文) and the 中文 column: two different characters look different.
+
+    Needs a CJK font where the tests run (Debian: fonts-noto-cjk; .ci/run installs it)."""
+    page, errors, _ = open_page(browser, server, "book/glossary.html")
+    try:
+        found = page.evaluate(SAME_GLYPH_JS, selector)
+    finally:
+        page.close()
+    assert found is not None, f"no <{selector}> with Chinese text on the glossary page"
+    assert len(found["text"]) == 2, found
+    assert not found["same"], (f"{found['text']!r} in the glossary's <{selector}> are drawn as the same "
+                               f"glyph, an empty box: no font with Chinese characters (fonts-noto-cjk)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,8 +73,14 @@ def fake_pytest(monkeypatch):
     return calls
 
 
-def test_make_test_runs_every_test_with_two_workers(fake_pytest, monkeypatch):
+@pytest.fixture
+def browser_ready(monkeypatch):
+    """As on a machine with Chromium and a CJK font, whatever this one has."""
     monkeypatch.setattr(run_tests, "chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(run_tests, "has_cjk_font", lambda: True)
+
+
+def test_make_test_runs_every_test_with_two_workers(fake_pytest, browser_ready):
     assert run_tests.main(["-n", "2"]) == 0
     (args, env), = fake_pytest
     assert args[-4:] == ["-n", "2", "tests", "notebooks"]
@@ -85,41 +93,84 @@ def test_make_test_runs_every_test_with_two_workers(fake_pytest, monkeypatch):
 
 def test_given_paths_replace_the_defaults(fake_pytest, monkeypatch):
     monkeypatch.setattr(run_tests, "chromium", lambda: None)  # not needed: no site tests
+    monkeypatch.setattr(run_tests, "has_cjk_font", lambda: False)
     assert run_tests.main(["tests/test_io.py", "-q"]) == 0
     (args, _), = fake_pytest
     assert args[-2:] == ["-q", "tests/test_io.py"] and "--dist" not in args
 
 
-@pytest.mark.parametrize("argv", [[], ["-n", "2"], ["tests/test_site.py"]])
-def test_missing_chromium_stops_before_pytest_with_one_line(fake_pytest, monkeypatch, capsys, argv):
-    monkeypatch.setattr(run_tests, "CHROMIUM", Path("/nonexistent/chromium"))
+@pytest.fixture
+def no_chromium(monkeypatch, tmp_path):
+    """A machine with no Chromium anywhere the lookup goes."""
+    monkeypatch.delenv(run_tests.CHROMIUM_VAR, raising=False)
+    monkeypatch.setattr(run_tests, "CHROMIUM", tmp_path / "no" / "chromium")
     monkeypatch.setattr(run_tests.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-playwright-browsers"))
+
+
+@pytest.mark.parametrize("argv", [[], ["-n", "2"], ["tests/test_site.py"]])
+def test_missing_chromium_stops_before_pytest_with_one_line(fake_pytest, no_chromium, capsys, argv):
     assert run_tests.main(argv) == 2
     assert fake_pytest == []
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1
-    assert "apt-get install chromium" in err
+    assert "apt-get install chromium" in err and "make test SITE=no" in err  # an option `make test` takes
+
+
+def test_without_the_site_tests_chromium_is_not_needed(fake_pytest, no_chromium, monkeypatch):
+    monkeypatch.setattr(run_tests, "has_cjk_font", lambda: False)
+    assert run_tests.main(["-n", "2", "--ignore=tests/test_site.py"]) == 0
+    (args, _), = fake_pytest
+    assert args[-5:] == ["-n", "2", "--ignore=tests/test_site.py", "tests", "notebooks"]
 
 
 @pytest.mark.parametrize("found, code", [(None, 2), ("/usr/bin/chromium", 0)])
 def test_preflight_only_checks(fake_pytest, monkeypatch, capsys, found, code):
     monkeypatch.setattr(run_tests, "chromium", lambda: found)
+    monkeypatch.setattr(run_tests, "has_cjk_font", lambda: True)
+    monkeypatch.delenv(run_tests.CHROMIUM_VAR, raising=False)
+    monkeypatch.setattr(run_tests.shutil, "which", lambda name: None)
     assert run_tests.main(["--preflight"]) == code
     assert fake_pytest == []
     assert capsys.readouterr().err.count("apt-get install chromium") == (1 if found is None else 0)
 
 
+@pytest.mark.parametrize("font, code", [(False, 2), (None, 0), (True, 0)])  # None: no fc-list to ask
+def test_a_missing_cjk_font_stops_before_pytest_with_one_line(fake_pytest, monkeypatch, capsys, font, code):
+    monkeypatch.setattr(run_tests, "chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(run_tests, "has_cjk_font", lambda: font)
+    assert run_tests.main(["--preflight"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == (1 if code else 0)
+    assert ("apt-get install fonts-noto-cjk" in err and "make test SITE=no" in err) == bool(code)
+
+
+def _fake_fc_list(folder, families: str) -> None:
+    """An fc-list on the PATH that answers ``families`` for :lang=zh and nothing else."""
+    folder.mkdir(exist_ok=True)
+    script = folder / "fc-list"
+    script.write_text(f'#!/bin/sh\n[ "$1" = ":lang=zh" ] && printf "%s" "{families}"\nexit 0\n')
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("families, found", [("Noto Sans CJK SC,Noto Sans CJK SC Regular\\n", True), ("", False)])
+def test_has_cjk_font_asks_fontconfig(monkeypatch, tmp_path, families, found):
+    _fake_fc_list(tmp_path / "bin", families)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert run_tests.has_cjk_font() is found
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert run_tests.has_cjk_font() is None
+
+
 def test_make_test_checks_before_it_builds():
-    """`make test` runs the preflight before the book, with the system Python (no venv needed)."""
+    """`make test` runs the preflight before the data and the book, with the system Python (no venv needed)."""
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "\ntest: preflight book\n" in makefile and "\ntest-site: preflight book\n" in makefile
-    assert "\t@$(PYTHON) tools/run_tests.py --preflight\n" in makefile
+    assert "\ntest: preflight data book\n" in makefile and "\ntest-site: preflight book\n" in makefile
+    assert "\t@$(PYTHON) tools/run_tests.py --preflight $(SITE_ARGS)\n" in makefile
 
 
 def test_preflight_needs_only_the_standard_library(tmp_path):
     """The check runs before the venv exists: run_tests must not import anything else first."""
-    import subprocess
-
     script = str(ROOT / "tools" / "run_tests.py")
     code = (f"import runpy, sys; sys.argv = [{script!r}, '--preflight', 'tests/test_io.py']; "
             f"runpy.run_path({script!r}, run_name='__main__')")
@@ -128,6 +179,8 @@ def test_preflight_needs_only_the_standard_library(tmp_path):
 
 
 def test_chromium_lookup(monkeypatch, tmp_path):
+    monkeypatch.delenv(run_tests.CHROMIUM_VAR, raising=False)
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-playwright-browsers"))
     monkeypatch.setattr(run_tests, "CHROMIUM", tmp_path / "chromium")
     monkeypatch.setattr(run_tests.shutil, "which", lambda name: f"/opt/bin/{name}")
     assert run_tests.chromium() == "/opt/bin/chromium"  # on the PATH
@@ -138,10 +191,106 @@ def test_chromium_lookup(monkeypatch, tmp_path):
     assert run_tests.chromium() is None
 
 
-def test_readme_lists_chromium_among_the_prerequisites():
+def _executable_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_variable_names_the_chromium_first(monkeypatch, tmp_path, capsys):
+    chrome = _executable_file(tmp_path / "google-chrome")
+    monkeypatch.setenv(run_tests.CHROMIUM_VAR, str(chrome))
+    assert run_tests.chromium() == str(chrome)  # before Debian's, whatever this machine has
+    monkeypatch.setenv(run_tests.CHROMIUM_VAR, str(tmp_path / "not-there"))
+    assert run_tests.chromium() is None  # a wrong setting is not silently replaced by another browser
+    assert run_tests.main(["--preflight"]) == 2
+    err = capsys.readouterr().err
+    assert f"DLBOOK_CHROMIUM={tmp_path / 'not-there'} is not an executable file" in err and err.count("\n") == 1
+
+
+def test_a_snap_chromium_is_passed_over_with_its_own_advice(monkeypatch, tmp_path, capsys, no_chromium):
+    snap = tmp_path / "usr" / "bin" / "snap"
+    _executable_file(snap)
+    link = tmp_path / "snap" / "bin" / "chromium"  # Ubuntu's: /snap/bin/chromium -> /usr/bin/snap
+    link.parent.mkdir(parents=True)
+    link.symlink_to(snap)
+    monkeypatch.setattr(run_tests.shutil, "which", lambda name: str(link))
+    assert run_tests.chromium() is None
+    assert run_tests.main(["--preflight"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot drive {link}, a snap" in err and "playwright install --with-deps chromium" in err
+    assert err.count("\n") == 1
+    assert run_tests._is_snap("/snap/bin/chromium") and not run_tests._is_snap("/usr/bin/chromium")
+
+
+def test_playwrights_own_chromium_is_found_the_newest_first(monkeypatch, tmp_path, no_chromium):
+    browsers = tmp_path / "ms-playwright"
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(browsers))
+    assert run_tests.chromium() is None
+    old = _executable_file(browsers / "chromium-999" / "chrome-linux" / "chrome")
+    assert run_tests.chromium() == str(old)
+    new = _executable_file(browsers / "chromium-1187" / "chrome-linux64" / "chrome")
+    _executable_file(browsers / "chromium_headless_shell-2000" / "chrome-linux" / "headless_shell")
+    assert run_tests.chromium() == str(new)  # 1187 > 999, as numbers
+
+
+def test_readme_lists_chromium_and_the_font_among_the_prerequisites():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     prerequisites = " ".join(readme.split("## The two commands", 1)[1].split("```", 1)[0].split())
-    assert "apt-get install chromium" in prerequisites
+    assert "apt-get install chromium fonts-noto-cjk" in prerequisites
+
+
+# The Makefile, through `make -n` (prints the commands, runs none) -------------------------------
+
+def _make_n(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", "-B", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+
+def _readme_make_commands() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    return [line.split("#")[0].split()[1:] for block in blocks for line in block.splitlines()
+            if line.startswith("make ")]
+
+
+def test_every_make_command_of_the_readme_is_one_the_makefile_takes():
+    commands = _readme_make_commands()
+    targets = {c[0] for c in commands}
+    assert {"book", "test", "data", "test-unit", "test-notebooks", "test-site", "execute", "student",
+            "venv"} <= targets
+    assert ["test", "SITE=no"] in commands and ["venv", "TORCH=cpu"] in commands
+    for command in commands:
+        done = _make_n(*command)
+        assert done.returncode == 0, f"make {' '.join(command)}: {done.stderr}"
+
+
+def test_make_test_site_no_runs_everything_but_the_site_tests():
+    everything = _make_n("test").stdout
+    assert "--ignore=tests/test_site.py" not in everything
+    lines = _make_n("test", "SITE=no").stdout.splitlines()
+    preflight = next(line for line in lines if "--preflight" in line)
+    pytest_line = next(line for line in lines if "run_tests.py -n" in line)
+    data_line = next(line for line in lines if "-m dlbook.data fetch --all" in line)
+    assert preflight.endswith("--ignore=tests/test_site.py") and pytest_line.endswith("--ignore=tests/test_site.py")
+    assert lines.index(preflight) < lines.index(data_line) < lines.index(pytest_line)  # the data before the tests
+    assert "jupyter-book build" in "\n".join(lines)  # the book is still built, with warnings as errors
+    for target in ("test-unit", "test-notebooks"):
+        assert ".venv/bin/python -m dlbook.data fetch --all" in _make_n(target).stdout
+
+
+@pytest.mark.parametrize("setting", ["SITE=maybe", "TORCH=cuda"])
+def test_make_refuses_a_setting_it_does_not_know(setting):
+    done = _make_n("test", setting)
+    assert done.returncode != 0 and "must be" in done.stderr and setting.split("=")[1] in done.stderr
+
+
+def test_make_venv_torch_cpu_takes_the_cpu_build_before_the_rest():
+    lines = _make_n("venv", "TORCH=cpu").stdout.splitlines()
+    cpu = next(i for i, line in enumerate(lines) if "--index-url https://download.pytorch.org/whl/cpu" in line)
+    rest = next(i for i, line in enumerate(lines) if "-r requirements.txt" in line)
+    assert cpu < rest and "grep -E '^torch==' requirements.txt" in lines[cpu]
+    assert not any("download.pytorch.org" in line for line in _make_n("venv").stdout.splitlines())
 
 
 # execute ---------------------------------------------------------------------------------------

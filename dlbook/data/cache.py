@@ -12,6 +12,10 @@ it is. A missing one is made in one way for every data set:
    cache folder, decompress and verify each against its published SHA-256,
    convert, verify the result, and move it into place atomically.
 
+Each download shows a progress bar (tqdm, on stderr). :func:`fetch_files`
+keeps a data set's official files themselves, verified, in a folder of their
+own (the tests of a converter read them).
+
 ``DLBOOK_MIRRORS`` names mirrors of every data set at once, for readers
 behind a firewall: one or more base URLs (``http://``, ``https://`` or
 ``file:///``), separated by spaces or commas. A base holds one folder per
@@ -112,6 +116,86 @@ def _download_into(path: Path, source: Source, bases: tuple[str, ...]) -> Path:
     )
 
 
+def stored_name(remote: RemoteFile) -> str:
+    """The name a kept official file has on disk: its own, less ``.gz`` where it comes gzip'ed."""
+    return remote.name[: -len(".gz")] if remote.gunzip else remote.name
+
+
+def fetch_files(name: str, folder: str | os.PathLike, mirrors: tuple[str, ...] | None = None) -> list[Path]:
+    """Keep the official files of data set ``name`` themselves, verified, in ``folder``.
+
+    :func:`fetch` keeps only the cache file it converts them into; a test of
+    the converter needs the originals (the Planetoid pickles, which
+    :func:`dlbook.data.fetch_all` keeps in ``planetoid/`` of the data folder).
+    A file that is present is checked against its published SHA-256. The
+    missing ones are downloaded as :func:`fetch` downloads (``DLBOOK_MIRRORS``,
+    then the official sources, or ``mirrors``), decompressed where they come
+    gzip'ed (:func:`stored_name`), verified, and moved into place one by one:
+    a mirror that fails half-way leaves the files it delivered.
+
+    Returns:
+        The paths of the files, in the order of the source's files.
+
+    Raises:
+        ValueError: for an unknown data set name or malformed mirrors.
+        DataError: when a present file fails its checksum, or the missing
+            ones could not be stored or downloaded.
+    """
+    name = check_choice(name, "the data set name", SOURCES)
+    source = SOURCES[name]
+    bases = _bases(source, mirrors) if mirrors is not None else env_mirrors(name) + source.mirrors
+    folder = Path(folder)
+    targets = {remote: folder / stored_name(remote) for remote in source.files}
+    if folder.is_dir():
+        remove_stale_downloads(folder)
+    for remote, path in targets.items():
+        if path.is_dir():
+            found = "a folder"
+        elif path.exists():
+            actual = sha256_file(path)
+            if actual == remote.sha256:
+                continue
+            found = f"SHA-256 {actual}"
+        else:
+            continue
+        raise DataError(
+            f"The official file {path} of {name} fails its checksum: expected SHA-256 "
+            f"{remote.sha256}, found {found}. Delete it so that dlbook downloads it again, "
+            f"or replace it with a good copy.")
+    missing = [remote for remote, path in targets.items() if not path.exists()]
+    if missing:
+        _download_files(name, missing, bases, folder)
+    return list(targets.values())
+
+
+def _download_files(name: str, remotes: list[RemoteFile], bases: tuple[str, ...], folder: Path) -> None:
+    source = SOURCES[name]
+    try:
+        writable_dir(folder, "data cache", "DLBOOK_DATA")
+    except PermissionError as err:
+        raise DataError(f"Official files of {name} are missing from {folder} and must be downloaded, "
+                        f"but they could not be stored: {err}") from err
+    failures = []
+    for base in bases:
+        todo = [remote for remote in remotes if not (folder / stored_name(remote)).exists()]
+        try:
+            with tempfile.TemporaryDirectory(dir=folder, prefix=f".{source.filename}.download-") as tmp:
+                for remote in todo:
+                    os.replace(_download_verified(remote, base, Path(tmp)), folder / stored_name(remote))
+        except Exception as err:  # noqa: BLE001 - every failure moves on to the next mirror
+            failures.append(f"  {base}: {type(err).__name__}: {err}")
+        else:
+            return
+    left = [stored_name(remote) for remote in remotes if not (folder / stored_name(remote)).exists()]
+    tried = "\n".join(failures) or "  (no sources given)"
+    raise DataError(
+        f"{', '.join(left)} (official files of {name}) are not in {folder} and could not be "
+        f"downloaded. Sources tried:\n{tried}\n"
+        f"To fix: connect to the internet and run again, or name a mirror you can reach in "
+        f"{MIRRORS_VAR}, or copy good copies of these files into {folder} (their SHA-256 are "
+        f"in dlbook.data.SOURCES[{name!r}].files).")
+
+
 def _bases(source: Source, mirrors) -> tuple[str, ...]:
     if mirrors is None:
         return source.mirrors
@@ -188,12 +272,12 @@ def _check_cached(path: Path, source: Source) -> None:
 
 
 def _download(url: str, folder: Path) -> Path:
-    """Transfer ``url`` into ``folder``; checking is the caller's job."""
+    """Transfer ``url`` into ``folder`` with a progress bar (tqdm, on stderr); checking is the caller's job."""
     import pooch
 
     pooch.get_logger().setLevel("WARNING")
     print(f"Downloading {url}", flush=True)
-    return Path(pooch.retrieve(url, known_hash=None, path=folder, progressbar=False))
+    return Path(pooch.retrieve(url, known_hash=None, path=folder, progressbar=True))
 
 
 def _copy_local(url: str, folder: Path) -> Path:
