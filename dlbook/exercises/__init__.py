@@ -16,6 +16,7 @@ import contextlib
 import functools
 import html
 import importlib
+import math
 import pkgutil
 import re
 import textwrap
@@ -23,11 +24,31 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+
 from .._checks import check_bool, is_int  # noqa: F401 - checkers use is_int: np.int64(7) is as right as 7
 
 _REGISTRY: dict[str, "Exercise"] = {}
 _KEY = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 WIDTH = 78  # verdicts are wrapped to fit a notebook's output area
+
+
+def as_number(value) -> float | None:
+    """``value`` as a float when it is a finite real number (Python, NumPy or
+    a one-element tensor), else None: for checkers of numeric answers."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    try:
+        if isinstance(value, (bool, str, bytes)) or not math.isfinite(float(value)):
+            return None
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def near(got: float, right: float, rel: float) -> bool:
+    """``got`` within a relative tolerance ``rel`` of ``right``."""
+    return abs(got - right) <= rel * abs(right)
 
 
 class Wrong(Exception):

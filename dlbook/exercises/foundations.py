@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import Wrong, exercise, forbid_functions, forbid_ops
+from . import Wrong, as_number, exercise, forbid_functions, forbid_ops, near
 
 # How the rules are enforced -----------------------------------------------------------
 # An answer runs inside three guards. forbid_ops refuses torch's operators by name, however
@@ -324,22 +324,6 @@ def _bound_n(num_models: float, eps: float, p_bad: float = SWEEP_P_BAD) -> float
     return math.log(2 * num_models / p_bad) / (2 * eps ** 2)
 
 
-def _number(value) -> float | None:
-    """``value`` as a float when it is a real number (Python, NumPy or a one-element tensor), else None."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    try:
-        if isinstance(value, (bool, str, bytes)) or not math.isfinite(float(value)):
-            return None
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _near(got: float, right: float, rel: float) -> bool:
-    return abs(got - right) <= rel * abs(right)
-
-
 @exercise(
     "foundations.sweep_epsilon",
     "The softmax-regression sweep of the chapter chose its configuration by validation accuracy on 5,000 "
@@ -360,19 +344,19 @@ def _sweep_epsilon(answer) -> None:
     example = "(0.05, True, 1e6)"
     if not isinstance(answer, (tuple, list)) or len(answer) != 3:
         raise Wrong(f"answer with three values (eps, meaningful, n_needed), such as {example}.")
-    eps, meaningful, n_needed = _number(answer[0]), answer[1], _number(answer[2])
+    eps, meaningful, n_needed = as_number(answer[0]), answer[1], as_number(answer[2])
     for name, value, given in (("eps", eps, answer[0]), ("n_needed", n_needed, answer[2])):
         if value is None or value <= 0:
             raise Wrong(f"{name} is a positive number; you gave {given!r}.")
     right_eps = _bound_eps(SWEEP_MODELS, SWEEP_N)
-    if not _near(eps, right_eps, 2e-3):
-        models = next((h for h in range(1, 65) if h != SWEEP_MODELS and _near(eps, _bound_eps(h, SWEEP_N), 2e-3)),
+    if not near(eps, right_eps, 2e-3):
+        models = next((h for h in range(1, 65) if h != SWEEP_MODELS and near(eps, _bound_eps(h, SWEEP_N), 2e-3)),
                       None)
         if models is not None:
             raise Wrong(f"your eps, {eps:.4g}, is what the bound gives for |H| = {models}, or for a bound that "
                         f"lost a factor. Count every configuration whose validation accuracy the choice "
                         f"looked at, and keep every factor of 2 |H| exp(-2 N eps^2).")
-        if any(_near(eps, _bound_eps(h, n), 2e-3) for h in range(1, 65) for n in (500, 10_000, 55_000, 60_000)):
+        if any(near(eps, _bound_eps(h, n), 2e-3) for h in range(1, 65) for n in (500, 10_000, 55_000, 60_000)):
             raise Wrong(f"your eps, {eps:.4g}, comes from another number of examples: the bound's N is the "
                         f"number of images the compared accuracies were measured on.")
         if abs(eps - 0.0049) < 0.0002:
@@ -386,13 +370,13 @@ def _sweep_epsilon(answer) -> None:
         raise Wrong("eps is right. Now put the gap of 0.0002 beside it: how far may each of the two "
                     "validation accuracies be from its true accuracy, and in which directions?")
     right_n = _bound_n(SWEEP_MODELS, SWEEP_GAP / 2)
-    if _near(n_needed, right_n, 0.01):
+    if near(n_needed, right_n, 0.01):
         return
     implied = math.sqrt(math.log(2 * SWEEP_MODELS / SWEEP_P_BAD) / (2 * n_needed))
-    if _near(n_needed, _bound_n(SWEEP_MODELS, SWEEP_GAP), 0.01):
+    if near(n_needed, _bound_n(SWEEP_MODELS, SWEEP_GAP), 0.01):
         raise Wrong(f"with n = {n_needed:.3g} images each accuracy is within {implied:.2g} of its truth, with "
                     f"probability 0.95. Could the true accuracies of the two still be in the other order?")
-    if any(_near(n_needed, _bound_n(h, SWEEP_GAP / 2), 0.01) for h in range(1, 65) if h != SWEEP_MODELS):
+    if any(near(n_needed, _bound_n(h, SWEEP_GAP / 2), 0.01) for h in range(1, 65) if h != SWEEP_MODELS):
         raise Wrong(f"your n = {n_needed:.3g} uses another |H|: the two best were found by comparing all the "
                     f"configurations, so the guarantee must hold for all of them, as for eps.")
     raise Wrong(f"your n = {n_needed:.3g} is not it. How close to its true accuracy must each of the two "

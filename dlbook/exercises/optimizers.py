@@ -8,23 +8,7 @@ import math
 import numpy as np
 import torch
 
-from . import Wrong, exercise, forbid_functions, forbid_ops
-
-
-def _number(value) -> float | None:
-    """``value`` as a float when it is a real number (Python, NumPy or a one-element tensor), else None."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    try:
-        if isinstance(value, (bool, str, bytes)) or not math.isfinite(float(value)):
-            return None
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _near(got: float, right: float, rel: float) -> bool:
-    return abs(got - right) <= rel * abs(right)
+from . import Wrong, as_number, exercise, forbid_functions, forbid_ops, near
 
 
 # 1. Adamax from its equation ------------------------------------------------------------
@@ -108,20 +92,20 @@ def _adamax(answer) -> None:
                     f"numbers, such as {example}.")
     step, ratios = answer
     _check_adamax_step(step)
-    if not isinstance(ratios, (tuple, list)) or len(ratios) != 2 or None in (_number(r) for r in ratios):
+    if not isinstance(ratios, (tuple, list)) or len(ratios) != 2 or None in (as_number(r) for r in ratios):
         raise Wrong(f"adamax_step is right. The second item is two numbers (u_ratio, average_ratio); you "
                     f"gave {ratios!r}.")
-    u_ratio, average_ratio = (_number(r) for r in ratios)
-    if not _near(u_ratio, 1.0, 1e-6):
+    u_ratio, average_ratio = (as_number(r) for r in ratios)
+    if not near(u_ratio, 1.0, 1e-6):
         raise Wrong(f"adamax_step is right, but u_10 / |g| is not {u_ratio:.4g}. Follow u by hand from u = 0: "
                     f"what is max(beta2 u, |g|) after the first step, and after the second?")
     right = 1 - ADAMAX_BETA2 ** ADAMAX_T
-    if _near(average_ratio, right, 1e-3):
+    if near(average_ratio, right, 1e-3):
         return
-    if _near(average_ratio, ADAMAX_T * (1 - ADAMAX_BETA2), 1e-4):
+    if near(average_ratio, ADAMAX_T * (1 - ADAMAX_BETA2), 1e-4):
         raise Wrong("u's ratio is right. The average's is close but not it: every step multiplies what the "
                     "average held by beta2 again. Sum the series.")
-    if _near(average_ratio, 1 - ADAMAX_BETA2, 1e-4):
+    if near(average_ratio, 1 - ADAMAX_BETA2, 1e-4):
         raise Wrong(f"u's ratio is right. That is the average after one step; the question asks after "
                     f"{ADAMAX_T}.")
     raise Wrong(f"u's ratio is right; the average's is not {average_ratio:.4g}. Write a_1, a_2 and a_3 for a "
@@ -160,7 +144,7 @@ def _momentum_limit(answer) -> None:
     example = "(0.05, 0.05)"
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         raise Wrong(f"answer with a pair of learning rates (eta_momentum, eta_nesterov), such as {example}.")
-    got = [_number(v) for v in answer]
+    got = [as_number(v) for v in answer]
     for value, given in zip(got, answer):
         if value is None or value <= 0:
             raise Wrong(f"a learning rate is a positive number; you gave {given!r}.")
@@ -168,19 +152,19 @@ def _momentum_limit(answer) -> None:
     right_heavy, right_nesterov = _momentum_limits()
     gd = 2 / RAVINE_CURVATURE
     for name, value, right in (("heavy-ball momentum", heavy, right_heavy), ("Nesterov", nesterov, right_nesterov)):
-        if _near(value, right, 1e-6):
+        if near(value, right, 1e-6):
             continue
-        if _near(value, right, 1e-3):
+        if near(value, right, 1e-3):
             raise Wrong(f"your {name} limit is within 0.1% but not exact: give it to 6 significant digits "
                         f"(an expression such as 2 / 100 is exact).")
-        if _near(value, gd, 1e-3):
+        if near(value, gd, 1e-3):
             raise Wrong(f"{value:g} is gradient descent's limit; does {name} change it? Write one step on the "
                         f"steep coordinate as a 2x2 matrix acting on (y, eta b) and find where one of its "
                         f"eigenvalues leaves the unit circle.")
-        if name == "Nesterov" and _near(value, right_heavy, 1e-3):
+        if name == "Nesterov" and near(value, right_heavy, 1e-3):
             raise Wrong("the heavy-ball limit is right, and Nesterov's is not the same: its step is "
                         "eta (g + mu b), not eta b. Write its 2x2 matrix too.")
-        if _near(value, right * RAVINE_CURVATURE, 1e-3):
+        if near(value, right * RAVINE_CURVATURE, 1e-3):
             raise Wrong(f"that is the limit of eta times the curvature; the steep direction's curvature "
                         f"is {RAVINE_CURVATURE:g}.")
         raise Wrong(f"your {name} limit {value:g} is not it. On the steep coordinate one step maps "
@@ -257,32 +241,32 @@ def _lookahead_rescue(answer) -> None:
     example = "(0.5, 0.9, True)"
     if not isinstance(answer, (tuple, list)) or len(answer) != 3:
         raise Wrong(f"answer with three values (alpha_monotone, alpha_max, rescued_with_k4), such as {example}.")
-    monotone, largest = _number(answer[0]), _number(answer[1])
+    monotone, largest = as_number(answer[0]), as_number(answer[1])
     for name, value, given in (("alpha_monotone", monotone, answer[0]), ("alpha_max", largest, answer[1])):
         if value is None or value <= 0:
             raise Wrong(f"{name} is a positive number, a fraction of the way to the fast weights; you gave "
                         f"{given!r}.")
     right_monotone, right_largest = _lookahead_limits()
-    if not (_near(monotone, right_monotone, 1e-6) and _near(largest, right_largest, 1e-6)):
-        if _near(monotone, right_largest, 1e-6) and _near(largest, right_monotone, 1e-6):
+    if not (near(monotone, right_monotone, 1e-6) and near(largest, right_largest, 1e-6)):
+        if near(monotone, right_largest, 1e-6) and near(largest, right_monotone, 1e-6):
             raise Wrong("your two values are swapped: alpha_monotone is the smaller.")
-        if _near(monotone, right_monotone, 1e-3) and _near(largest, right_largest, 1e-3):
+        if near(monotone, right_monotone, 1e-3) and near(largest, right_largest, 1e-3):
             raise Wrong("both are within 0.1% but not exact: give them to 6 significant digits (an "
                         "expression such as 1 / 3 is exact).")
         for k in (LOOKAHEAD_K - 2, LOOKAHEAD_K, LOOKAHEAD_K + 2):
             for eta_lambda in (LOOKAHEAD_ETA_LAMBDA, LOOKAHEAD_ETA_LAMBDA / 2, 2 * LOOKAHEAD_ETA_LAMBDA):
                 if (k, eta_lambda) == (LOOKAHEAD_K, LOOKAHEAD_ETA_LAMBDA):
                     continue
-                if any(_near(v, w, 1e-6) for v in (monotone, largest) for w in _lookahead_limits(k, eta_lambda)):
+                if any(near(v, w, 1e-6) for v in (monotone, largest) for w in _lookahead_limits(k, eta_lambda)):
                     if eta_lambda != LOOKAHEAD_ETA_LAMBDA:
                         raise Wrong("what does one SGD step multiply theta by? The gradient of lambda "
                                     "theta^2 / 2 is lambda theta, and eta lambda = 2.5.")
                     raise Wrong(f"count the fast steps again: {LOOKAHEAD_K} SGD steps between two slow "
                                 f"steps, each multiplying theta by -1.5.")
-        if _near(monotone, right_monotone, 1e-6):
+        if near(monotone, right_monotone, 1e-6):
             raise Wrong("alpha_monotone is right; alpha_max is not. Converging needs |factor| < 1 per cycle: "
                         "which alpha makes the factor -1?")
-        if _near(largest, right_largest, 1e-6):
+        if near(largest, right_largest, 1e-6):
             raise Wrong("alpha_max is right; alpha_monotone is not. Where does the factor per cycle change "
                         "sign?")
         raise Wrong("follow one cycle: start the fast weights at phi, take 5 SGD steps, then "
