@@ -175,32 +175,23 @@ def _lstm_counter(answer) -> None:
 ATTENTION_OPS = ("attention", "sdp", "safe_softmax")
 
 
-class _ForbidTorchFunctions:
-    """A torch-function mode that refuses every torch function or operator
-    whose name contains one of ``parts``, however the answer reached it:
+def _forbid_torch_functions(rule: str, parts: tuple[str, ...]):
+    """A torch-function mode (a context manager) that refuses every torch
+    function or operator whose name contains one of ``parts``, however the answer reached it:
     F.scaled_dot_product_attention under another name, torch.ops.aten.<op>
     called directly. It runs before an operator is decomposed, so the hint
     names what the answer called; forbid_ops below it still sees the
     operators when the answer switches torch functions off."""
+    from torch.overrides import TorchFunctionMode
 
-    def __init__(self, rule: str, parts: tuple[str, ...]):
-        from torch.overrides import TorchFunctionMode
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if any(part in name for part in parts):
+                raise Wrong(f"the rule is: {rule}. Your answer called {name}.")
+            return func(*args, **(kwargs or {}))
 
-        class Mode(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                name = getattr(func, "__name__", "")
-                if any(part in name for part in parts):
-                    raise Wrong(f"the rule is: {rule}. Your answer called {name}.")
-                return func(*args, **(kwargs or {}))
-
-        self.mode = Mode()
-
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.mode.__exit__(*exc)
+    return Mode()
 
 
 def _forbid_attention(rule: str):
@@ -220,7 +211,7 @@ def _forbid_attention(rule: str):
         (F, "scaled_dot_product_attention"), (attention, "scaled_dot_product_attention"),
         (attention, "local_attention"), (attention.MultiHeadAttention, "forward"),
         (attention.MultiHeadAttention, "load_torch_weights"), (transformer.CausalSelfAttention, "forward")))
-    stack.enter_context(_ForbidTorchFunctions(rule, ATTENTION_OPS))
+    stack.enter_context(_forbid_torch_functions(rule, ATTENTION_OPS))
     stack.enter_context(forbid_ops(rule, *ATTENTION_OPS))
     return stack
 

@@ -10,38 +10,29 @@ import torch
 from . import Wrong, exercise, forbid_functions, forbid_ops, is_int, module_functions
 
 
-class _SizeGuard:
-    """A torch dispatch mode that refuses every tensor of more than ``limit``
-    elements, asked for (a size argument, as in ``torch.zeros(N, N)``) or
+def _size_guard(rule: str, limit: int):
+    """A torch dispatch mode (a context manager) that refuses every tensor
+    of more than ``limit`` elements, asked for (a size argument, as in ``torch.zeros(N, N)``) or
     produced (a broadcast, a product): an N x N matrix cannot hide in it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    def __init__(self, rule: str, limit: int):
-        from torch.utils._python_dispatch import TorchDispatchMode
+    def refuse(shape):
+        raise Wrong(f"the rule is: {rule}. Your answer made a tensor of shape {tuple(shape)}, "
+                    f"more than {limit:,} elements, on a graph of that many nodes.")
 
-        def refuse(shape):
-            raise Wrong(f"the rule is: {rule}. Your answer made a tensor of shape {tuple(shape)}, "
-                        f"more than {limit:,} elements, on a graph of that many nodes.")
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            for arg in list(args) + list((kwargs or {}).values()):
+                if isinstance(arg, (list, tuple, torch.Size)) and arg and all(isinstance(v, int) for v in arg):
+                    if math.prod(abs(v) for v in arg) > limit:
+                        refuse(arg)
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (list, tuple)) else (out,):
+                if isinstance(t, torch.Tensor) and t.numel() > limit:
+                    refuse(t.shape)
+            return out
 
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                for arg in list(args) + list((kwargs or {}).values()):
-                    if isinstance(arg, (list, tuple, torch.Size)) and arg and all(isinstance(v, int) for v in arg):
-                        if math.prod(abs(v) for v in arg) > limit:
-                            refuse(arg)
-                out = func(*args, **(kwargs or {}))
-                for t in out if isinstance(out, (list, tuple)) else (out,):
-                    if isinstance(t, torch.Tensor) and t.numel() > limit:
-                        refuse(t.shape)
-                return out
-
-        self.mode = Mode()
-
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.mode.__exit__(*exc)
+    return Mode()
 
 
 DENSE_OPS = ("mm", "matmul", "bmm", "addmm", "addmv", "mv", "dot", "einsum", "tensordot", "sparse", "to_dense")
@@ -63,7 +54,7 @@ def _forbid_dense(num_nodes: int | None = None):
     stack.enter_context(forbid_functions(rule, *module_functions(gnn)))
     stack.enter_context(forbid_ops(rule, *DENSE_OPS))
     if num_nodes is not None:
-        stack.enter_context(_SizeGuard(rule, num_nodes ** 2 // 8))
+        stack.enter_context(_size_guard(rule, num_nodes ** 2 // 8))
     return stack
 
 
@@ -324,7 +315,7 @@ def _oversmoothing_limit(answer) -> None:
         expected = expected / expected.norm()
         with _no_eigen_solver():
             if N > 1000:
-                with _SizeGuard("no N x N matrix", 64 * N):
+                with _size_guard("no N x N matrix", 64 * N):
                     got = answer(edge_index.clone(), N)
             else:
                 got = answer(edge_index.clone(), N)
