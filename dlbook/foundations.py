@@ -11,10 +11,12 @@ the chapter's equations (``nn.Linear`` stores the transpose).
 group                       functions
 ==========================  ================================================
 autograd                    :func:`computation_graph`, :func:`draw_graph`
-linear regression           :func:`synthetic_linear_data`, :func:`least_squares`
+linear regression           :func:`synthetic_linear_data`, :func:`least_squares`,
+                            :func:`linear_risk`
 softmax and cross-entropy   :func:`logsumexp`, :func:`softmax`,
                             :func:`log_softmax`, :func:`cross_entropy`,
-                            :func:`cross_entropy_grad`
+                            :func:`cross_entropy_grad`,
+                            :func:`softmax_squared_error`, :func:`predictions`
 information                 :func:`entropy`, :func:`cross_entropy_between`,
                             :func:`kl_divergence`
 perceptron                  :func:`perceptron`
@@ -25,13 +27,16 @@ backpropagation             :func:`sigmoid_mlp_forward`, :func:`delta_rule`,
                             :func:`numerical_gradient`,
                             :func:`max_relative_error`
 generalization              :func:`polynomial_features`, :func:`kfold_indices`,
-                            :func:`bad_sample_bound`
+                            :func:`bad_sample_bound`,
+                            :func:`best_of_random_guessers`
 regularization              :func:`dropout`, :func:`mixup`, :class:`MixupStep`,
                             :func:`ensemble_probs`
-initialization, norms       :func:`xavier_normal_`, :func:`kaiming_normal_`,
+initialization, norms       :func:`xavier_normal_`, :func:`xavier_uniform_`,
+                            :func:`kaiming_normal_`,
                             :func:`preactivation_variances`,
                             :func:`preactivation_gradient_norms`, :func:`layer_norm`
-2-D toy problems            :func:`two_moons`, :func:`plot_decision_regions`
+2-D toy problems            :func:`two_moons`, :func:`train_toy_classifier`,
+                            :func:`plot_decision_regions`
 ==========================  ================================================
 """
 
@@ -45,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_bool, check_callable, check_float, check_int, check_module, check_tensor, describe
+from ._checks import (check_bool, check_callable, check_device, check_float, check_int, check_module,
+                      check_tensor, describe)
 
 
 def _check_floating(x, name: str, dims: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -217,6 +223,37 @@ def least_squares(x: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0
     return w.to(x.dtype), b.to(x.dtype)
 
 
+def linear_risk(w: torch.Tensor, b, true_w: torch.Tensor, true_b: float, noise: float) -> torch.Tensor:
+    r"""The risk $R(w, b) = \mathbb{E}[(x w + b - y)^2]$ of a linear model on
+    the data :func:`synthetic_linear_data` draws: $x \sim \mathcal{N}(0, I)$,
+    $y = x w^* + b^* + \xi$, $\xi \sim \mathcal{N}(0, s^2)$ (``true_w``,
+    ``true_b``, ``noise``). In closed form,
+
+    $R(w, b) = \lVert w - w^*\rVert^2 + (b - b^*)^2 + s^2$,
+
+    because the error $x (w - w^*) + (b - b^*) - \xi$ has mean $b - b^*$ and
+    variance $\lVert w - w^*\rVert^2 + s^2$. Its minimum, $s^2$, is at the
+    true parameters; the training error (the *empirical* risk) is the mean
+    of the same squared error over the training examples only.
+
+    Shapes:
+        w: (..., C), b: a number or a tensor broadcastable to (...),
+        true_w: (C,) -> (...)
+    """
+    w = _check_floating(w, "w")
+    true_w = _check_floating(true_w, "true_w", (1,))
+    if w.dim() == 0 or w.shape[-1] != len(true_w):
+        raise ValueError(f"w must have {len(true_w)} features along its last axis, like true_w; "
+                         f"got shape {tuple(w.shape)}")
+    if isinstance(b, torch.Tensor):
+        b = _check_floating(b, "b").to(w.dtype)
+    else:
+        b = check_float(b, "b")
+    true_b = check_float(true_b, "true_b")
+    noise = check_float(noise, "noise", 0.0)
+    return ((w - true_w.to(w.dtype)) ** 2).sum(-1) + (b - true_b) ** 2 + noise ** 2
+
+
 # softmax and cross-entropy ----------------------------------------------------
 
 def _check_dim(z: torch.Tensor, dim) -> int:
@@ -302,6 +339,76 @@ def cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     B, K = logits.shape
     y = _check_labels(y, "y", B, K)
     return (softmax(logits) - F.one_hot(y.long(), K).to(logits.dtype)) / B
+
+
+def softmax_squared_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Squared error between the predicted probabilities and the one-hot
+    labels, summed over the $K$ classes and averaged over the batch:
+    $\frac{1}{B} \sum_i \sum_k (\operatorname{softmax}(z_i)_k - [k = y_i])^2$.
+
+    The loss the study notes first tried for classification, and the
+    chapter's foil for :func:`cross_entropy`: with two classes it is
+    $2 (1 - \sigma(z_1 - z_2))^2$ for an example of class 1, whose gradient
+    vanishes where the model is confidently wrong. Half-precision logits
+    (under autocast) are promoted to float32 first.
+
+    Shapes:
+        logits: (B, K), y: (B,) integer classes -> ()
+    """
+    logits = _check_floating(logits, "logits", (2,))
+    B, K = logits.shape
+    y = _check_labels(y, "y", B, K)
+    if B == 0:
+        raise ValueError("softmax_squared_error needs at least one example")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    onehot = F.one_hot(y.long(), K).to(logits.dtype)  # (B, K)
+    return ((softmax(logits) - onehot) ** 2).sum(1).mean()
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, loader, device: torch.device | str | None = None,
+                amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class ``model`` gives every example of ``loader`` (the argmax of
+    its scores), with the labels.
+
+    The model runs in evaluation mode, batch by batch, under the same mixed
+    precision as :func:`dlbook.evaluate` (``amp``), so that the accuracy of
+    these predictions is the accuracy ``evaluate`` reports. Hand them to
+    :func:`dlbook.stats.accuracy`, or ``y_hat == y`` of two models to
+    :func:`dlbook.stats.mcnemar`. The model's training mode is restored.
+
+    Shapes:
+        loader: batches (x (B, ...), y (B,)) -> y_hat (N,), y (N,), int64 on the CPU
+    """
+    from .device import autocast
+    from .train import to_device
+
+    check_module(model)
+    amp = check_bool(amp, "amp")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = check_device(device)
+    was_training = model.training
+    model.eval()
+    found, labels = [], []
+    try:
+        for batch in loader:
+            if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+                raise ValueError(f"loader must yield (x, y) batches; got {describe(batch)}")
+            x, y = to_device(batch, device)
+            with autocast(device, enabled=amp):
+                scores = model(x)  # (B, K)
+            if scores.dim() != 2:
+                raise ValueError(f"the model must return scores of shape (B, K); got {tuple(scores.shape)}")
+            found.append(scores.argmax(1).cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not found:
+        raise ValueError("predictions() got an empty loader")
+    return torch.cat(found).long(), torch.cat(labels).long()
 
 
 # information ------------------------------------------------------------------
@@ -608,15 +715,18 @@ def delta_rule(x: torch.Tensor, y: torch.Tensor, weights: Sequence[torch.Tensor]
 
 
 def numerical_gradient(f: Callable[[], torch.Tensor | float], params: Sequence[torch.Tensor],
-                       eps: float = 1e-6) -> list[torch.Tensor]:
+                       eps: float = 1e-5) -> list[torch.Tensor]:
     r"""Central finite differences: $\partial f / \partial \theta_i \approx
     (f(\theta + \epsilon e_i) - f(\theta - \epsilon e_i)) / 2\epsilon$ for
     every entry $\theta_i$ of every tensor in ``params``.
 
     ``f()`` computes the loss from the current values of ``params``, which
     are changed in place one entry at a time and restored. Use float64: in
-    float32 the rounding error of $f$ swamps the difference. Costs two
-    evaluations of ``f`` per parameter.
+    float32 the rounding error of $f$ swamps the difference. The default
+    step, $10^{-5}$, is near the cube root of float64's machine epsilon,
+    which balances the curvature error ($\propto \epsilon^2$) against the
+    rounding error ($\propto 1/\epsilon$). Costs two evaluations of ``f``
+    per parameter.
 
     Shapes:
         params: any shapes -> gradients of the same shapes
@@ -734,6 +844,48 @@ def bad_sample_bound(n: int, eps: float, num_models: int) -> float:
     return min(1.0, 2 * num_models * math.exp(-2 * n * eps ** 2))
 
 
+def best_of_random_guessers(num_models: int, n_val: int, n_fresh: int = 100_000, trials: int = 20,
+                            num_inputs: int = 256, generator: torch.Generator | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose the best of ``num_models`` classifiers that know nothing on a
+    validation set, then score the chosen one on fresh data.
+
+    The inputs are the integers ``0 .. num_inputs - 1``, drawn uniformly;
+    the labels are fair coin flips, independent of the input, so every
+    classifier's true accuracy is exactly 1/2. Each classifier is a fixed
+    random table with one label per input. In each of ``trials``
+    repetitions, ``num_models`` new tables are drawn and scored on ``n_val``
+    validation examples; the one with the best validation accuracy (the
+    first, on ties) is then scored, with its same table, on ``n_fresh`` new
+    examples.
+
+    Returns:
+        the chosen classifier's validation accuracy and its accuracy on the
+        fresh examples, one of each per trial.
+
+    Shapes:
+        -> (trials,), (trials,) float64
+    """
+    num_models = check_int(num_models, "num_models", 1)
+    n_val = check_int(n_val, "n_val", 1)
+    n_fresh = check_int(n_fresh, "n_fresh", 1)
+    trials = check_int(trials, "trials", 1)
+    num_inputs = check_int(num_inputs, "num_inputs", 1)
+    best_val = torch.empty(trials, dtype=torch.float64)
+    fresh = torch.empty(trials, dtype=torch.float64)
+    for t in range(trials):
+        tables = torch.randint(2, (num_models, num_inputs), generator=generator)  # (H, inputs)
+        x_val = torch.randint(num_inputs, (n_val,), generator=generator)  # (n_val,)
+        y_val = torch.randint(2, (n_val,), generator=generator)
+        val_acc = (tables[:, x_val] == y_val).double().mean(1)  # (H,)
+        chosen = int(val_acc.argmax())  # the first of the best
+        x_new = torch.randint(num_inputs, (n_fresh,), generator=generator)  # (n_fresh,)
+        y_new = torch.randint(2, (n_fresh,), generator=generator)
+        best_val[t] = val_acc[chosen]
+        fresh[t] = (tables[chosen, x_new] == y_new).double().mean()
+    return best_val, fresh
+
+
 # regularization ---------------------------------------------------------------
 
 def dropout(x: torch.Tensor, p: float, training: bool = True,
@@ -846,6 +998,23 @@ def xavier_normal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         return weight.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
+def xavier_uniform_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    r"""Glorot and Bengio's initialization with a uniform distribution, in
+    place: $w \sim U(-a, a)$ with $a = \sqrt 3\, \sigma$ and
+    $\sigma = \text{gain} \cdot \sqrt{2 / (C_\text{in} + C_\text{out})}$, so
+    that its variance, $a^2 / 3 = \sigma^2$, is :func:`xavier_normal_`'s (the
+    paper's form, $a = \sqrt{6 / (C_\text{in} + C_\text{out})}$).
+
+    Shapes:
+        weight: (C_out, C_in), as in ``nn.Linear`` -> the same tensor
+    """
+    fan_in, fan_out = _fans(weight)
+    gain = check_float(gain, "gain", 0.0)
+    a = math.sqrt(3.0) * gain * math.sqrt(2.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return weight.uniform_(-a, a)
+
+
 def kaiming_normal_(weight: torch.Tensor, gain: float = math.sqrt(2.0)) -> torch.Tensor:
     r"""He et al.'s initialization for ReLU layers, in place:
     $w \sim \mathcal{N}(0, \sigma^2)$, $\sigma = \text{gain} / \sqrt{C_\text{in}}$,
@@ -956,6 +1125,39 @@ def two_moons(n: int, noise: float = 0.2, generator: torch.Generator | None = No
     return x, y
 
 
+def train_toy_classifier(x: torch.Tensor, y: torch.Tensor, hidden: Sequence[int], *, weight_decay: float = 0.0,
+                         steps: int = 1000, lr: float = 0.01, seed: int = 0, checkpoint=None) -> nn.Sequential:
+    """Train a ReLU :func:`mlp` with the given ``hidden`` widths on all of
+    ``(x, y)`` at once: full-batch Adam for ``steps`` steps, with
+    ``weight_decay`` added to the gradient as an L2 penalty (as
+    ``torch.optim.Adam`` does), on the CPU in float32, from
+    ``torch.manual_seed(seed)``. For small 2-D problems such as
+    :func:`two_moons`. ``checkpoint`` is passed to :func:`dlbook.fit`.
+
+    Shapes:
+        x: (N, C), y: (N,) integer classes -> a model (B, C) -> (B, K)
+    """
+    from .data import BatchLoader
+    from .train import fit
+
+    x = _check_floating(x, "x", (2,))
+    check_tensor(y, "y")
+    if y.shape != (len(x),) or y.dtype != torch.int64:
+        raise ValueError(f"y must hold int64 class labels of shape ({len(x)},); got {y.dtype} of shape "
+                         f"{tuple(y.shape)}")
+    num_classes = max(int(y.max()) + 1, 2) if len(y) else 2
+    weight_decay = check_float(weight_decay, "weight_decay", 0.0)
+    steps = check_int(steps, "steps", 1)
+    lr = check_float(lr, "lr", 0.0)
+    seed = check_int(seed, "seed", 0)
+    torch.manual_seed(seed)
+    model = mlp(x.shape[1], hidden, num_classes)
+    loader = BatchLoader(x, y, batch_size=len(x))
+    fit(model, loader, optimizer=torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay),
+        max_steps=steps, eval_every=steps, device="cpu", amp=False, progress=False, checkpoint=checkpoint)
+    return model
+
+
 def plot_decision_regions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ax=None,
                           title: str | None = None, resolution: int = 150, margin: float = 0.5,
                           point_size: float = 14.0):
@@ -1007,11 +1209,12 @@ def plot_decision_regions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ax
 
 
 __all__ = [
-    "ACTIVATIONS", "MixupStep", "PerceptronResult", "preactivation_variances", "bad_sample_bound", "breakpoints",
-    "computation_graph", "count_linear_pieces", "cross_entropy", "cross_entropy_between", "cross_entropy_grad",
-    "delta_rule", "draw_graph", "dropout", "ensemble_probs", "entropy", "kaiming_normal_", "kfold_indices",
-    "kl_divergence", "layer_norm", "least_squares", "log_softmax", "logsumexp", "max_relative_error", "mixup",
-    "mlp", "numerical_gradient", "perceptron", "plot_decision_regions", "polynomial_features", "sawtooth_net",
-    "sigmoid_mlp_forward", "softmax", "synthetic_linear_data", "two_moons", "preactivation_gradient_norms",
-    "xavier_normal_",
+    "ACTIVATIONS", "bad_sample_bound", "best_of_random_guessers", "breakpoints", "computation_graph",
+    "count_linear_pieces", "cross_entropy", "cross_entropy_between", "cross_entropy_grad", "delta_rule", "draw_graph",
+    "dropout", "ensemble_probs", "entropy", "kaiming_normal_", "kfold_indices", "kl_divergence", "layer_norm",
+    "least_squares", "linear_risk", "log_softmax", "logsumexp", "max_relative_error", "mixup", "MixupStep", "mlp",
+    "numerical_gradient", "perceptron", "PerceptronResult", "plot_decision_regions", "polynomial_features",
+    "preactivation_gradient_norms", "preactivation_variances", "predictions", "sawtooth_net", "sigmoid_mlp_forward",
+    "softmax", "softmax_squared_error", "synthetic_linear_data", "train_toy_classifier", "two_moons",
+    "xavier_normal_", "xavier_uniform_",
 ]

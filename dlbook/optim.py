@@ -21,7 +21,10 @@ the chapter's "How fast is it?".
 - critical points of small networks: :func:`hessian`,
   :func:`classify_critical_point`, :func:`minimum_ratio`,
   :func:`mlp_loss` (a small MLP as a function of one flat parameter
-  vector) and :func:`find_critical_point`;
+  vector), :func:`find_critical_point` and :func:`stall_points`;
+- the sharpness of a trained network: :func:`top_hessian_eigenvalue`, by
+  :func:`power_iteration` on Hessian-vector products, with the residual
+  that checks it (:class:`PowerIteration`);
 - :func:`parameter_trajectory`: the parameters of a tiny MLP after each of
   ``steps`` updates, to compare two optimizers exactly;
 - :func:`step_op_calls`: the PyTorch operators one optimizer step calls,
@@ -47,7 +50,8 @@ __all__ = [
     "step_decay", "warmup_cosine", "StepDecay", "WarmupCosine",
     "Surface", "SURFACES", "trajectory", "draw_surface", "animate",
     "hessian", "classify_critical_point", "minimum_ratio", "mlp_loss", "mlp_num_params",
-    "find_critical_point", "stall_points", "one_thread", "top_hessian_eigenvalue", "parameter_trajectory", "OPTIMIZERS",
+    "find_critical_point", "stall_points", "one_thread", "PowerIteration", "power_iteration",
+    "top_hessian_eigenvalue", "parameter_trajectory", "OPTIMIZERS",
     "step_op_calls",
 ]
 
@@ -267,25 +271,29 @@ class Adam(ParamwiseOptimizer):
         super().__init__(params, dict(lr=_check_lr(lr), betas=_check_betas(betas), eps=check_float(eps, "eps", 0.0),
                                       weight_decay=check_float(weight_decay, "weight_decay", 0.0)))
 
+    # The chapter prints decay, second_moment and update (and the overrides
+    # below) as they are here: keep their lines within 79 columns.
     def decay(self, p, g, group):
         """Adam's weight decay is an L2 penalty: it goes into the gradient."""
         if group["weight_decay"]:
-            g = g + group["weight_decay"] * p
+            g = g + group["weight_decay"] * p  # g + omega theta
         return g
 
     def second_moment(self, state):
-        """The $v$ that the step divides by (AMSGrad takes a running maximum)."""
+        """The v that the step divides by (AMSGrad: a running maximum)."""
         return state["v"]
 
     def update(self, p, g, state, group):
         if not state:
             state["step"] = 0
-            state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            state["m"] = torch.zeros_like(p)
+            state["v"] = torch.zeros_like(p)
         state["step"] += 1
         t, (beta1, beta2) = state["step"], group["betas"]
         g = self.decay(p, g, group)
-        state["m"].mul_(beta1).add_((1 - beta1) * g)  # m = beta1 m + (1 - beta1) g
-        state["v"].mul_(beta2).add_((1 - beta2) * g * g)  # v = beta2 v + (1 - beta2) g^2
+        # m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+        state["m"].mul_(beta1).add_((1 - beta1) * g)
+        state["v"].mul_(beta2).add_((1 - beta2) * g * g)
         m_hat = state["m"] / (1 - beta1**t)  # bias correction
         v_hat = self.second_moment(state) / (1 - beta2**t)
         p.sub_(group["lr"] * m_hat / (v_hat.sqrt() + group["eps"]))
@@ -310,16 +318,21 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def decay(self, p, g, group):
-        p.mul_(1 - group["lr"] * group["weight_decay"])  # theta = (1 - eta omega) theta
+        # theta = (1 - eta omega) theta, before the Adam step; g unchanged
+        p.mul_(1 - group["lr"] * group["weight_decay"])
         return g
 
 
 class AMSGrad(Adam):
     r"""AMSGrad (Reddi et al., 2018): Adam that divides by the largest $v$ so far,
     $v_\max \leftarrow \max(v_\max, v)$, so a parameter's effective step
-    $\eta / \sqrt{\hat v}$ can never grow because its recent gradients were
-    small. As ``torch.optim.Adam(amsgrad=True)``, which also keeps Adam's
-    bias correction ($v_\max / (1 - \beta_2^t)$).
+    $\eta / \sqrt{\hat v}$ can never grow *because its recent gradients were
+    small*. As ``torch.optim.Adam(amsgrad=True)``, which also keeps Adam's
+    bias correction ($\hat v = v_\max / (1 - \beta_2^t)$): the effective
+    step $\eta \sqrt{1 - \beta_2^t} / \sqrt{v_\max}$ then still grows over
+    the first $\sim 1 / (1 - \beta_2)$ steps while $v_\max$ stays the same,
+    as the correction fades. Reddi et al.'s algorithm has no correction,
+    and its effective step never grows.
 
     Shapes:
         every parameter: any shape; the state ``"v_max"`` has its shape.
@@ -328,8 +341,9 @@ class AMSGrad(Adam):
     def second_moment(self, state):
         if "v_max" not in state:
             state["v_max"] = torch.zeros_like(state["v"])
-        torch.maximum(state["v_max"], state["v"], out=state["v_max"])  # v_max = max(v_max, v)
-        return state["v_max"]
+        v_max = state["v_max"]
+        torch.maximum(v_max, state["v"], out=v_max)  # max(v_max, v)
+        return v_max
 
 
 class RAdam(Adam):
@@ -356,19 +370,22 @@ class RAdam(Adam):
     def update(self, p, g, state, group):
         if not state:
             state["step"] = 0
-            state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            state["m"] = torch.zeros_like(p)
+            state["v"] = torch.zeros_like(p)
         state["step"] += 1
         t, (beta1, beta2) = state["step"], group["betas"]
         g = self.decay(p, g, group)
-        state["m"].mul_(beta1).add_((1 - beta1) * g)
+        state["m"].mul_(beta1).add_((1 - beta1) * g)  # Adam's m and v
         state["v"].mul_(beta2).add_((1 - beta2) * g * g)
         m_hat = state["m"] / (1 - beta1**t)
+        # how many gradients v averages: rho_t, and rho_inf in the long run
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
         if rho_t <= 5:  # too few gradients for a reliable v: momentum SGD
             p.sub_(group["lr"] * m_hat)
             return
-        r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         adaptive = math.sqrt(1 - beta2**t) / (state["v"].sqrt() + group["eps"])
         p.sub_(group["lr"] * r_t * m_hat * adaptive)
 
@@ -413,22 +430,23 @@ class Lookahead(torch.optim.Optimizer):
         return f"Lookahead({type(self.optimizer).__module__}.{type(self.optimizer).__qualname__}, {settings!r})"
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None):
-        """One step of the inner optimizer; every k-th, the step back to the slow weights."""
+    def step(self, closure=None):
+        """A step of the inner optimizer; every k-th, the step back."""
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
-                if "slow" not in state:  # phi_0 = theta_0, before the first fast step
+                if "slow" not in state:  # phi_0 = theta_0, before any step
                     state["slow"], state["step"] = p.detach().clone(), 0
-        loss = self.optimizer.step(closure)
+        loss = self.optimizer.step(closure)  # the fast weights theta move
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
                 state["step"] += 1
                 if state["step"] % group["k"] == 0:
                     slow = state["slow"]
-                    slow.add_(group["alpha"] * (p - slow))  # phi = phi + alpha (theta - phi)
-                    p.copy_(slow)  # theta = phi
+                    # phi = phi + alpha (theta - phi), then theta = phi
+                    slow.add_(group["alpha"] * (p - slow))
+                    p.copy_(slow)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -945,18 +963,90 @@ def stall_points(loss_fn: Callable[[torch.Tensor], torch.Tensor], thetas: torch.
     return stalls
 
 
-def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 20,
-                           seed: int = 0) -> float:
-    r"""The largest eigenvalue of the Hessian of the cross-entropy of ``model``
-    on ``(x, y)`` with respect to all its parameters: the *sharpness* of
-    the minimum it sits in.
+@dataclass(frozen=True)
+class PowerIteration:
+    r"""What :func:`power_iteration` found, and how far to trust it.
 
-    Power iteration: $v \leftarrow Hv / \lVert Hv \rVert$, with $Hv$ a
-    Hessian-vector product (two backward passes, never the whole Hessian);
-    returns $v^\top H v$ after ``iters`` iterations.
+    ``eigenvalue`` is the Rayleigh quotient $\lambda = v^\top A v$ of the
+    last unit vector $v$, and ``residual`` is
+    $\lVert A v - \lambda v \rVert / |\lambda|$: for a symmetric $A$ some
+    eigenvalue lies within ``residual`` $\cdot |\lambda|$ of ``eigenvalue``
+    (a check that needs no knowledge of the answer). ``converged`` says
+    whether ``residual`` fell to the tolerance within the iterations
+    allowed; ``history`` holds the Rayleigh quotient after every iteration.
+    ``float(result)`` is the eigenvalue.
+    """
+
+    eigenvalue: float
+    residual: float
+    iterations: int
+    converged: bool
+    history: tuple[float, ...]
+
+    def __float__(self) -> float:
+        return self.eigenvalue
+
+
+def power_iteration(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, max_iters: int = 200,
+                    tol: float = 1e-3) -> PowerIteration:
+    r"""The eigenvalue of largest *magnitude* of a symmetric linear map $A$.
+
+    Repeats $v \leftarrow A v / \lVert A v \rVert$ from ``v0``. After each
+    product it computes $\lambda = v^\top A v$ and the relative residual
+    $\lVert A v - \lambda v \rVert / |\lambda|$, and stops once that is at
+    most ``tol``, or after ``max_iters`` products. The component of $v$
+    along the eigenvector of the eigenvalue largest in magnitude grows
+    fastest, by the ratio of the two largest magnitudes per step, so that
+    is the eigenvalue found, whatever its sign: a negative one if the most
+    negative eigenvalue is larger in magnitude than the most positive.
 
     Shapes:
-        x: (N, ...) inputs, y: (N,) class indices -> a float
+        v0: (P,), not zero; ``matvec`` maps (P,) -> (P,).
+    """
+    check_callable(matvec, "matvec")
+    check_tensor(v0, "v0", floating=True)
+    if v0.dim() != 1 or v0.numel() == 0 or not bool(v0.abs().sum() > 0):
+        raise ValueError(f"v0 must be a non-zero vector (P,); got shape {tuple(v0.shape)}")
+    max_iters = check_int(max_iters, "max_iters", 1)
+    tol = check_float(tol, "tol", 0.0)
+    v = v0 / v0.norm()
+    history: list[float] = []
+    residual = math.inf
+    for i in range(1, max_iters + 1):
+        Av = matvec(v)
+        if not isinstance(Av, torch.Tensor) or Av.shape != v.shape:
+            got = f"shape {tuple(Av.shape)}" if isinstance(Av, torch.Tensor) else describe(Av)
+            raise ValueError(f"matvec must map a vector of shape {tuple(v.shape)} to one of the same shape; "
+                             f"got {got}")
+        norm = Av.norm().item()
+        if norm == 0.0:  # A v = 0: v lies in the null space, and A has the eigenvalue 0
+            history.append(0.0)
+            return PowerIteration(0.0, 0.0, i, True, tuple(history))
+        lam = float((Av * v).sum())  # v^T A v, with |v| = 1
+        history.append(lam)
+        residual = (Av - lam * v).norm().item() / abs(lam) if lam else math.inf
+        if residual <= tol:
+            return PowerIteration(lam, residual, i, True, tuple(history))
+        v = Av / norm
+    return PowerIteration(history[-1], residual, max_iters, False, tuple(history))
+
+
+def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_iters: int = 200,
+                           tol: float = 1e-3, seed: int = 0) -> PowerIteration:
+    r"""The eigenvalue largest in magnitude of the Hessian of the cross-entropy
+    of ``model`` on ``(x, y)`` with respect to all its parameters.
+
+    :func:`power_iteration` with Hessian-vector products $Hv$ (two backward
+    passes each; the Hessian itself is never formed), from a random start
+    drawn with ``seed``. At a minimum every eigenvalue is $\ge 0$, and near
+    one the negative eigenvalues are small, so a positive, converged result
+    is the largest eigenvalue $\lambda_\max$: the *sharpness* of the
+    minimum. By the second-order expansion, no shift of the weights by a
+    distance $r$ raises the loss by more than about
+    $\tfrac12 \lambda_\max r^2$.
+
+    Shapes:
+        x: (N, ...) inputs, y: (N,) class indices -> a :class:`PowerIteration`
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -966,25 +1056,25 @@ def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, i
         raise ValueError(f"y must be (N,) class indices for x of {len(x)} examples; got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(f"y must hold integer class indices; got dtype {y.dtype}")
-    iters = check_int(iters, "iters", 1)
+    max_iters = check_int(max_iters, "max_iters", 1)
+    tol = check_float(tol, "tol", 0.0)
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     model.eval()
     try:
         loss = F.cross_entropy(model(x), y)
         grads = torch.autograd.grad(loss, params, create_graph=True)
+        flat_grad = torch.cat([g.reshape(-1) for g in grads])  # (P,)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:  # (P,) -> (P,)
+            Hv = torch.autograd.grad(flat_grad, params, v, retain_graph=True)
+            return torch.cat([h.reshape(-1) for h in Hv]).detach()
+
         gen = torch.Generator(device=x.device).manual_seed(check_int(seed, "seed", 0))
-        v = [torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) for p in params]
-        eigenvalue = 0.0
-        for _ in range(iters):
-            norm = torch.sqrt(sum((u * u).sum() for u in v))
-            v = [u / norm for u in v]
-            Hv = torch.autograd.grad(grads, params, v, retain_graph=True)
-            eigenvalue = float(sum((h * u).sum() for h, u in zip(Hv, v)))  # v^T H v
-            v = [h.detach() for h in Hv]
+        v0 = torch.randn(flat_grad.shape, generator=gen, device=flat_grad.device, dtype=flat_grad.dtype)
+        return power_iteration(hvp, v0, max_iters, tol)
     finally:
         model.train(was_training)
-    return eigenvalue
 
 
 # the parity check ------------------------------------------------------------------------------
@@ -1029,15 +1119,19 @@ def parameter_trajectory(make_optimizer: Callable[[Iterable[nn.Parameter]], torc
 
 # what a step costs ------------------------------------------------------------------------------
 
-def step_op_calls(optimizer: torch.optim.Optimizer) -> dict[str, int]:
+def step_op_calls(optimizer: torch.optim.Optimizer, inside: bool = False) -> dict[str, int]:
     """How often one ``optimizer.step()`` calls each PyTorch operator.
 
     Runs one step under the profiler (CPU) and counts the top-level ATen
     operator calls (``aten::mul``, ``aten::_foreach_add_``, ...), not the
     calls these make inside. Every call costs a fixed overhead (Python, the
     dispatcher), and an elementwise one reads and writes its tensors once.
-    Run a first step before, so that the optimizer's state exists; the
-    step changes the parameters as usual.
+    With ``inside=True`` it counts, instead, the operators that the
+    top-level ones call directly: where a device has no kernel of its own
+    for an operator (the ``_foreach_*`` ones on a CPU), PyTorch runs it as
+    a loop that calls the per-tensor operator once per tensor, and those
+    calls show here. Run a first step before, so that the optimizer's
+    state exists; the step changes the parameters as usual.
 
     Shapes:
         none: returns {operator name: number of calls}.
@@ -1048,11 +1142,18 @@ def step_op_calls(optimizer: torch.optim.Optimizer) -> dict[str, int]:
 
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    inside = check_bool(inside, "inside")
     with torch.no_grad(), _quiet_profiler(), profile(activities=[ProfilerActivity.CPU]) as prof:
         optimizer.step()
+
+    def is_aten(event) -> bool:
+        return event is not None and event.name.startswith("aten::")
+
+    def is_top(event) -> bool:
+        return is_aten(event) and not is_aten(event.cpu_parent)
+
     counts: dict[str, int] = {}
     for event in prof.events():
-        parent = event.cpu_parent
-        if event.name.startswith("aten::") and not (parent and parent.name.startswith("aten::")):
+        if is_aten(event) and (is_top(event.cpu_parent) if inside else is_top(event)):
             counts[event.name] = counts.get(event.name, 0) + 1
     return dict(sorted(counts.items()))

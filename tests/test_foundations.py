@@ -589,3 +589,105 @@ def test_mixup_step_and_decision_regions_validate():
     with pytest.raises(ValueError, match="one label per point"):
         fd.plot_decision_regions(nn.Linear(2, 2), torch.randn(5, 2), torch.zeros(3))
     plt.close("all")
+
+
+# added with the second reading: risk, squared error, predictions, guessers ----
+
+def test_linear_risk_matches_a_monte_carlo_estimate():
+    true_w = torch.tensor([2.0, -3.4], dtype=D)
+    w, b = torch.tensor([1.5, -3.0], dtype=D), 4.0
+    x, y = fd.synthetic_linear_data(true_w, 4.2, 400_000, noise=0.5,
+                                    generator=torch.Generator().manual_seed(0))
+    estimate = ((x @ w + b - y[:, 0]) ** 2).mean().item()
+    exact = fd.linear_risk(w, b, true_w, 4.2, 0.5).item()
+    assert exact == pytest.approx(0.25 + 0.16 + 0.04 + 0.25)  # |w - w*|^2 + (b - b*)^2 + s^2
+    assert estimate == pytest.approx(exact, rel=0.01)
+
+
+def test_linear_risk_batches_and_validates():
+    true_w = torch.tensor([1.0, 0.0])
+    grid = torch.stack([torch.linspace(0, 2, 5), torch.zeros(5)], 1)  # (5, 2)
+    risk = fd.linear_risk(grid, torch.tensor([0.5]), true_w, 0.5, 0.1)
+    assert risk.shape == (5,) and torch.allclose(risk, (grid[:, 0] - 1) ** 2 + 0.01)
+    assert int(risk.argmin()) == 2  # the minimum is at the true parameters
+    with pytest.raises(ValueError, match="2 features"):
+        fd.linear_risk(torch.zeros(3), 0.0, true_w, 0.0, 0.1)
+    with pytest.raises(ValueError, match="noise"):
+        fd.linear_risk(torch.zeros(2), 0.0, true_w, 0.0, -1.0)
+
+
+def test_softmax_squared_error_golden_and_flat_where_confidently_wrong():
+    logits = torch.tensor([[0.0, 0.0], [-10.0, 0.0], [3.0, -1.0]], dtype=D, requires_grad=True)
+    y = torch.tensor([0, 0, 0])
+    loss = fd.softmax_squared_error(logits, y)
+    p = torch.sigmoid(logits[:, 0] - logits[:, 1])  # softmax of two logits
+    assert torch.allclose(loss, (2 * (1 - p) ** 2).mean())
+    onehot = F.one_hot(y, 2).to(D)
+    assert torch.allclose(loss, F.mse_loss(torch.softmax(logits, 1), onehot, reduction="sum") / 3)
+    (grad,) = torch.autograd.grad(loss, logits)
+    ce_grad = fd.cross_entropy_grad(logits.detach(), y)
+    assert grad[1].abs().max() < 1e-3 * ce_grad[1].abs().max()  # the plateau: confidently wrong
+    half = fd.softmax_squared_error(logits.detach().bfloat16(), y)
+    assert half.dtype == torch.float32
+    with pytest.raises(ValueError, match="shape"):
+        fd.softmax_squared_error(logits.detach(), torch.tensor([0, 1]))
+
+
+def test_predictions_agree_with_evaluate_and_restore_the_mode():
+    x, y = fd.two_moons(50, generator=torch.Generator().manual_seed(0))
+    model = fd.mlp(2, [8], 2, dropout=0.5)
+    model.train()
+    loader = dlbook.data.BatchLoader(x, y, batch_size=16)
+    y_hat, labels = fd.predictions(model, loader, device="cpu", amp=False)
+    assert y_hat.shape == (50,) and torch.equal(labels, y) and model.training
+    with torch.no_grad():
+        expected = model.eval()(x).argmax(1)
+    assert torch.equal(y_hat, expected)
+    acc = dlbook.evaluate(model, loader, device="cpu", amp=False)["acc"]
+    assert dlbook.stats.accuracy(y_hat, labels).value == pytest.approx(acc)
+    with pytest.raises(ValueError, match=r"\(x, y\)"):
+        fd.predictions(model, [x], device="cpu")
+
+
+def test_best_of_random_guessers_overfits_validation_not_fresh_data():
+    gen = torch.Generator().manual_seed(0)
+    one_val, one_fresh = fd.best_of_random_guessers(1, 200, n_fresh=20_000, trials=30, generator=gen)
+    many_val, many_fresh = fd.best_of_random_guessers(2000, 200, n_fresh=20_000, trials=30, generator=gen)
+    assert one_val.shape == (30,) and one_val.dtype == torch.float64
+    assert abs(one_val.mean().item() - 0.5) < 0.02  # one model: an honest estimate
+    assert many_val.min().item() > 0.55  # the best of many: fitted to the validation noise
+    for fresh in (one_fresh, many_fresh):  # the chosen table on new data: chance
+        assert abs(fresh.mean().item() - 0.5) < 4 * 0.5 / math.sqrt(20_000 * 30)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(fd.best_of_random_guessers(10, 50, 100, 3, generator=g1)[0],
+                       fd.best_of_random_guessers(10, 50, 100, 3, generator=g2)[0])
+    with pytest.raises(ValueError, match="num_models"):
+        fd.best_of_random_guessers(0, 10)
+
+
+def test_xavier_uniform_matches_nn_init_draw_for_draw():
+    w1, w2 = torch.empty(300, 200), torch.empty(300, 200)
+    torch.manual_seed(2)
+    fd.xavier_uniform_(w1)
+    torch.manual_seed(2)
+    nn.init.xavier_uniform_(w2)
+    assert torch.equal(w1, w2)
+    bound = math.sqrt(6 / 500)
+    assert w1.abs().max().item() <= bound * (1 + 1e-6) and abs(w1.var().item() / (2 / 500) - 1) < 0.02
+    with pytest.raises(ValueError, match="C_out, C_in"):
+        fd.xavier_uniform_(torch.empty(3))
+
+
+def test_train_toy_classifier_fits_and_repeats():
+    x, y = fd.two_moons(60, noise=0.1, generator=torch.Generator().manual_seed(0))
+    a = fd.train_toy_classifier(x, y, [16, 16], steps=200)
+    b = fd.train_toy_classifier(x, y, [16, 16], steps=200)
+    assert dlbook.stats.accuracy(a(x), y).value > 0.95
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # seeded
+    with pytest.raises(ValueError, match="int64"):
+        fd.train_toy_classifier(x, y.float(), [4])
+
+
+def test_numerical_gradient_defaults_to_the_chapters_step():
+    import inspect
+    assert inspect.signature(fd.numerical_gradient).parameters["eps"].default == 1e-5

@@ -625,8 +625,42 @@ def test_top_hessian_eigenvalue_of_a_linear_classifier():
 
     H = optim.hessian(loss, w.flatten())
     exact = torch.linalg.eigvalsh(H).max().item()
-    assert optim.top_hessian_eigenvalue(model, x, y, iters=100) == pytest.approx(exact, rel=1e-6)
+    found = optim.top_hessian_eigenvalue(model, x, y, max_iters=500, tol=1e-6)
+    assert found.converged and found.residual <= 1e-6 and found.iterations <= 500
+    assert found.eigenvalue == pytest.approx(exact, rel=1e-6) and float(found) == found.eigenvalue
+    assert len(found.history) == found.iterations and found.history[-1] == found.eigenvalue
     assert model.training  # the mode is restored
+    rough = optim.top_hessian_eigenvalue(model, x, y, max_iters=2, tol=0.0)
+    assert not rough.converged and rough.iterations == 2
+
+
+def test_power_iteration_finds_the_eigenvalue_largest_in_magnitude():
+    A = torch.diag(torch.tensor([-3.0, 2.0, 1.0, 0.5], dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    A = Q @ A @ Q.T  # the same eigenvalues, no longer on the axes
+    found = optim.power_iteration(lambda v: A @ v, torch.ones(4, dtype=torch.float64), max_iters=1000, tol=1e-9)
+    assert found.converged and found.eigenvalue == pytest.approx(-3.0, rel=1e-9)  # negative: largest |lambda|
+    # the residual bounds the distance to the nearest eigenvalue
+    for tol in (1e-1, 1e-2):
+        rough = optim.power_iteration(lambda v: A @ v, torch.ones(4, dtype=torch.float64), tol=tol)
+        assert rough.converged and rough.residual <= tol
+        assert abs(rough.eigenvalue + 3.0) <= rough.residual * abs(rough.eigenvalue) + 1e-12
+    # a start in the null space: A v = 0 gives the eigenvalue 0 at once
+    null = optim.power_iteration(lambda v: torch.zeros_like(v), torch.ones(3))
+    assert null.converged and null.eigenvalue == 0.0 and null.iterations == 1
+
+
+def test_power_iteration_bad_input():
+    with pytest.raises(ValueError, match="non-zero vector"):
+        optim.power_iteration(lambda v: v, torch.zeros(3))
+    with pytest.raises(ValueError, match="non-zero vector"):
+        optim.power_iteration(lambda v: v, torch.ones(2, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        optim.power_iteration(lambda v: v[:2], torch.ones(3))
+    with pytest.raises(TypeError, match="matvec"):
+        optim.power_iteration("A", torch.ones(3))
+    with pytest.raises(ValueError, match="max_iters"):
+        optim.power_iteration(lambda v: v, torch.ones(3), max_iters=0)
 
 
 def test_top_hessian_eigenvalue_bad_input():
@@ -658,9 +692,26 @@ def test_step_op_calls_counts_the_top_level_operators(capfd):
     assert "USDT" not in capfd.readouterr().err  # the profiler stays quiet
 
 
+def test_step_op_calls_inside_shows_the_cpu_loop_behind_foreach():
+    """On a CPU a _foreach_ operator calls the per-tensor operator once per tensor."""
+    theirs = O.Adam(_eight_params(), lr=1e-3, foreach=True)
+    theirs.step()
+    top, inner = optim.step_op_calls(theirs), optim.step_op_calls(theirs, inside=True)
+    assert top["aten::_foreach_addcdiv_"] == 1
+    assert inner["aten::addcdiv_"] == 8
+    assert not any(name.startswith("aten::_foreach") for name in inner)
+    default = O.Adam(_eight_params(), lr=1e-3)  # on a CPU: the single-tensor loop
+    single = O.Adam(_eight_params(), lr=1e-3, foreach=False)
+    default.step()
+    single.step()
+    assert optim.step_op_calls(default) == optim.step_op_calls(single)
+
+
 def test_step_op_calls_rejects_what_is_not_an_optimizer():
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         optim.step_op_calls(lambda: None)
+    with pytest.raises(TypeError, match="inside"):
+        optim.step_op_calls(O.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), inside="yes")
 
 
 # bad input that used to reach PyTorch's internals (found in review) ------------------------
