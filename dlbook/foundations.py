@@ -223,6 +223,51 @@ def least_squares(x: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0
     return w.to(x.dtype), b.to(x.dtype)
 
 
+def sgd_error_growth(x: torch.Tensor, lr: float, batch_size: int, epochs: int = 20,
+                     generator: torch.Generator | None = None) -> float:
+    r"""The typical factor by which one SGD step multiplies the error of a
+    linear least-squares model: above 1 the iterates diverge, below 1 they
+    converge (to the noise floor).
+
+    With the loss $\frac1B\lVert \tilde X_B \theta - y_B\rVert^2$ of a batch
+    ($\tilde X_B$ its rows of ``x`` with a column of ones for the bias), one
+    step maps the error $e = \theta - \theta^*$ to
+    $(I - \eta H_B)\, e - \eta\, g_B(\theta^*)$, with the batch's Hessian
+    $H_B = \frac2B \tilde X_B^\top \tilde X_B$. The second term is bounded
+    noise; whether the error grows is decided by the product of the matrices
+    $I - \eta H_B$ along the run. This follows that product over ``epochs``
+    epochs of shuffled batches (as a ``BatchLoader`` with ``shuffle=True``
+    draws them) and returns the geometric mean of
+    $\lVert e_{t+1}\rVert / \lVert e_t\rVert$ over the steps: the
+    exponential of the top Lyapunov exponent, estimated. With one batch of
+    all the data it is the spectral radius $\max_i |1 - \eta\rho_i|$ of
+    gradient descent. A single batch's own limit $2/\rho_\text{max}(H_B)$ does
+    not decide: the batches that curve less pull the error back.
+
+    Shapes:
+        x: (N, C) -> a float
+    """
+    x = _check_floating(x, "x", (2,))
+    lr = check_float(lr, "lr", 0.0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    epochs = check_int(epochs, "epochs", 1)
+    design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)  # (N, C + 1)
+    eye = torch.eye(design.shape[1], dtype=torch.float64)
+    error = torch.ones(design.shape[1], dtype=torch.float64)  # any start; the product forgets it
+    log_growth, steps = 0.0, 0
+    for _ in range(epochs):
+        for rows in torch.randperm(len(design), generator=generator).split(batch_size):
+            batch = design[rows]  # (B, C + 1)
+            error = (eye - lr * 2 * batch.T @ batch / len(batch)) @ error
+            norm = torch.linalg.vector_norm(error)
+            if norm == 0:  # the step removed the error exactly
+                return 0.0
+            log_growth += math.log(norm.item())
+            error = error / norm
+            steps += 1
+    return math.exp(log_growth / steps)
+
+
 def linear_risk(w: torch.Tensor, b, true_w: torch.Tensor, true_b: float, noise: float) -> torch.Tensor:
     r"""The risk $R(w, b) = \mathbb{E}[(x w + b - y)^2]$ of a linear model on
     the data :func:`synthetic_linear_data` draws: $x \sim \mathcal{N}(0, I)$,
@@ -1214,7 +1259,7 @@ __all__ = [
     "dropout", "ensemble_probs", "entropy", "kaiming_normal_", "kfold_indices", "kl_divergence", "layer_norm",
     "least_squares", "linear_risk", "log_softmax", "logsumexp", "max_relative_error", "mixup", "MixupStep", "mlp",
     "numerical_gradient", "perceptron", "PerceptronResult", "plot_decision_regions", "polynomial_features",
-    "preactivation_gradient_norms", "preactivation_variances", "predictions", "sawtooth_net", "sigmoid_mlp_forward",
+    "preactivation_gradient_norms", "preactivation_variances", "predictions", "sawtooth_net", "sgd_error_growth", "sigmoid_mlp_forward",
     "softmax", "softmax_squared_error", "synthetic_linear_data", "train_toy_classifier", "two_moons",
     "xavier_normal_", "xavier_uniform_",
 ]

@@ -224,9 +224,10 @@ def _t_two_sided(t: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class Paired:
-    """Setting A against setting B over the same seeds: the mean and sample
-    standard deviation of the differences a - b, their standard error, the
-    paired t statistic and its two-sided p-value, and how many seeds A won."""
+    """Setting A against setting B over the same seeds (or the same examples:
+    ``unit``): the mean and sample standard deviation of the differences
+    a - b, their standard error, the paired t statistic and its two-sided
+    p-value, and how many pairs A won."""
 
     mean_diff: float
     std_diff: float
@@ -234,6 +235,7 @@ class Paired:
     t: float
     p_value: float
     wins: int
+    unit: str = "seeds"
 
     @property
     def stderr(self) -> float:
@@ -242,23 +244,28 @@ class Paired:
     def __str__(self) -> str:
         margin = "" if not math.isfinite(self.t) else f", {self.t:+.1f} standard errors"
         return (f"A - B = {self.mean_diff:+.4g} ± {self.std_diff:.2g} (mean ± sample std of the "
-                f"differences over {self.n} seeds{margin}; A ahead on {self.wins} of {self.n}; "
+                f"differences over {self.n} {self.unit}{margin}; A ahead on {self.wins} of {self.n}; "
                 f"paired t-test p = {self.p_value:.3g})")
 
 
-def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
+def paired(a: Sequence[float], b: Sequence[float], unit: str = "seeds") -> Paired:
     """Compare two settings run with the same seeds (``a[i]`` and ``b[i]``
-    share seed i): the paired t-test on the differences ``a - b``."""
+    share seed i): the paired t-test on the differences ``a - b``. The pairs
+    may as well be examples scored by both (``a[i]``, ``b[i]`` the two models'
+    errors on example i); ``unit`` names them in the printed result."""
     x, y = _values(a, "a", minimum=2), _values(b, "b", minimum=2)
+    if not isinstance(unit, str) or not unit.strip():
+        raise ValueError(f"unit must be a non-empty string such as 'seeds' or 'points'; got {unit!r}")
     if len(x) != len(y):
-        raise ValueError(f"a and b must hold one value per seed, the same seeds; got {len(x)} and {len(y)} values")
+        raise ValueError(f"a and b must hold one value per {unit.rstrip('s') or unit}, the same {unit}; "
+                         f"got {len(x)} and {len(y)} values")
     d = x - y
     mean, std, n = float(d.mean()), float(d.std(ddof=1)), len(d)
     if std == 0.0:
         t = 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
     else:
         t = mean / (std / math.sqrt(n))
-    return Paired(mean, std, n, float(t), _t_two_sided(t, n - 1), int((d > 0).sum()))
+    return Paired(mean, std, n, float(t), _t_two_sided(t, n - 1), int((d > 0).sum()), unit)
 
 
 def margin(a: float, a_stderr: float, b: float, b_stderr: float) -> float:

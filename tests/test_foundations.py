@@ -115,6 +115,45 @@ def test_least_squares_validation():
         fd.least_squares(torch.zeros(5, 2, dtype=torch.long), torch.zeros(5))
 
 
+def test_sgd_error_growth_of_one_full_batch_is_the_spectral_radius_of_gradient_descent():
+    x, _ = fd.synthetic_linear_data(torch.tensor([1.0, -2.0]), 0.5, 200)
+    design = torch.cat([x.double(), torch.ones(len(x), 1, dtype=D)], 1)
+    rho = torch.linalg.eigvalsh(2 * design.T @ design / len(design))  # ascending
+    for lr in (0.3, 0.95 * 2 / rho[-1].item(), 1.05 * 2 / rho[-1].item()):
+        expected = (1 - lr * rho).abs().max().item()
+        growth = fd.sgd_error_growth(x, lr, batch_size=len(x), epochs=1000)
+        assert growth == pytest.approx(expected, rel=2e-3)  # the start fades slowly
+
+
+def test_sgd_error_growth_tells_a_diverging_run_from_a_converging_one():
+    x, y = fd.synthetic_linear_data(torch.tensor([2.0, -3.4]), 4.2, 500,
+                                    generator=torch.Generator().manual_seed(0))
+    for lr in (0.1, 0.5, 1.2):
+        growth = fd.sgd_error_growth(x, lr, batch_size=10, epochs=20,
+                                     generator=torch.Generator().manual_seed(1))
+        model = nn.Linear(2, 1)
+        nn.init.zeros_(model.weight)
+        nn.init.zeros_(model.bias)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(20):  # epochs of shuffled batches of 10
+            for rows in torch.randperm(len(x), generator=gen).split(10):
+                opt.zero_grad()
+                F.mse_loss(model(x[rows]), y[rows]).backward()
+                opt.step()
+        loss = F.mse_loss(model(x), y).item()
+        assert (growth < 1) == (math.isfinite(loss) and loss < 1.0), (lr, growth, loss)
+
+
+def test_sgd_error_growth_validation():
+    with pytest.raises(ValueError, match="batch_size"):
+        fd.sgd_error_growth(torch.zeros(5, 2), 0.1, batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        fd.sgd_error_growth(torch.zeros(5, 2), -0.1, batch_size=2)
+    with pytest.raises(ValueError, match="2-D"):
+        fd.sgd_error_growth(torch.zeros(5), 0.1, batch_size=2)
+
+
 # softmax and cross-entropy ----------------------------------------------------
 
 @pytest.mark.parametrize("scale", [1.0, 100.0, 1e4])

@@ -128,6 +128,16 @@ def test_paired_bad_input():
         stats.paired([1.0, 2.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="at least 2"):
         stats.paired([1.0], [2.0])
+    with pytest.raises(ValueError, match="the same points"):
+        stats.paired([1.0, 2.0], [1.0, 2.0, 3.0], unit="points")
+    with pytest.raises(ValueError, match="unit"):
+        stats.paired([1.0, 2.0], [1.0, 3.0], unit="")
+
+
+def test_paired_names_what_was_paired():
+    assert "over 3 seeds" in str(stats.paired([1.0, 2.0, 4.0], [1.0, 1.0, 1.0]))
+    by_point = stats.paired([1.0, 2.0, 4.0], [1.0, 1.0, 1.0], unit="validation points")
+    assert "over 3 validation points" in str(by_point) and "seeds" not in str(by_point)
 
 
 def test_margin_in_standard_errors():
