@@ -356,6 +356,16 @@ def softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return e / e.sum(dim=dim, keepdim=True)
 
 
+def _check_loss_inputs(logits, y, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, K) with B >= 1 and integer classes y (B,) in [0, K), for ``loss``."""
+    logits = _check_floating(logits, "logits", (2,))
+    B, K = logits.shape
+    y = _check_labels(y, "y", B, K)
+    if B == 0:
+        raise ValueError(f"{loss} needs at least one example")
+    return logits, y
+
+
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""The mean over the batch of $-\log \operatorname{softmax}(z)_{y} =
     \log\sum_k e^{z_k} - z_y$ (what ``F.cross_entropy`` computes).
@@ -363,11 +373,7 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Shapes:
         logits: (B, K), y: (B,) integer classes -> ()
     """
-    logits = _check_floating(logits, "logits", (2,))
-    B, K = logits.shape
-    y = _check_labels(y, "y", B, K)
-    if B == 0:
-        raise ValueError("cross_entropy needs at least one example")
+    logits, y = _check_loss_inputs(logits, y, "cross_entropy")
     z_y = logits.gather(1, y.long()[:, None])[:, 0]  # (B,)
     return (logsumexp(logits) - z_y).mean()
 
@@ -400,11 +406,8 @@ def softmax_squared_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     Shapes:
         logits: (B, K), y: (B,) integer classes -> ()
     """
-    logits = _check_floating(logits, "logits", (2,))
-    B, K = logits.shape
-    y = _check_labels(y, "y", B, K)
-    if B == 0:
-        raise ValueError("softmax_squared_error needs at least one example")
+    logits, y = _check_loss_inputs(logits, y, "softmax_squared_error")
+    K = logits.shape[1]
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     onehot = F.one_hot(y.long(), K).to(logits.dtype)  # (B, K)
