@@ -9,13 +9,13 @@ shows the directive at work and warns about a stray exercise.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from sphinx_helpers import build_html
 import yaml
 
 from dlbook import exercises
@@ -112,8 +112,6 @@ def test_the_directive_in_a_sphinx_build(tmp_path):
     """A tiny book with two chapters: the index draws a table per chapter with
     every exercise, one chapter's table alone with :chapter:, and a warning
     names an exercise the data file does not list."""
-    from sphinx.application import Sphinx
-
     src = tmp_path / "src"
     (src / "book").mkdir(parents=True)
     (src / "notebooks").mkdir()
@@ -142,10 +140,7 @@ def test_the_directive_in_a_sphinx_build(tmp_path):
     (src / "conf.py").write_text(
         f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
         "extensions = ['myst_parser', 'exercise_index']\nmyst_enable_extensions = ['dollarmath']\n")
-    warnings = io.StringIO()
-    app = Sphinx(str(src), str(src), str(tmp_path / "html"), str(tmp_path / "doctrees"), "html",
-                 status=None, warning=warnings, freshenv=True)
-    app.build()
+    logged = build_html(src, tmp_path)
     index = (tmp_path / "html" / "book" / "exercises.html").read_text(encoding="utf-8")
     assert index.count("dlbook-exercises") == 2  # a table per chapter
     assert 'href="../notebooks/01_toy.html"' in index and 'href="../notebooks/02_more.html"' in index
@@ -160,5 +155,4 @@ def test_the_directive_in_a_sphinx_build(tmp_path):
     assert "chapter 0, <em>Nothing</em>." in toy and "fast" not in toy
     assert "250 s (4.2 min), CPU (Test CPU), 2 threads" in toy
     assert "1. a <span" in toy and "2. explore; not checked" in toy
-    logged = warnings.getvalue()
     assert "states Exercise 2 (not in the file)" in logged, logged

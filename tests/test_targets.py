@@ -9,7 +9,6 @@ results folder of its own; a small Sphinx build shows the directives at work.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sphinx_helpers import build_html
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -373,8 +373,6 @@ def test_the_directives_in_a_sphinx_build_with_a_results_folder_of_their_own(tmp
     the generative table with the sample grids side by side; a warning names the
     stray metric; the runtime table reads each notebook's smoke time."""
     import yaml
-    from sphinx.application import Sphinx
-
     src = tmp_path / "src"
     for folder in ("book", "notebooks", "results"):
         (src / folder).mkdir(parents=True)
@@ -411,10 +409,7 @@ def test_the_directives_in_a_sphinx_build_with_a_results_folder_of_their_own(tmp
         f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
         "extensions = ['myst_parser', 'sphinxcontrib.bibtex', 'results_table']\n"
         "bibtex_bibfiles = ['book/references.bib']\nbibtex_reference_style = 'author_year'\n")
-    warnings = io.StringIO()
-    app = Sphinx(str(src), str(src), str(tmp_path / "html"), str(tmp_path / "doctrees"), "html",
-                 status=None, warning=warnings, freshenv=True)
-    app.build()
+    logged = build_html(src, tmp_path)
     # values keep their spread on one line with no-break spaces
     html = (tmp_path / "html" / "book" / "results.html").read_text(encoding="utf-8").replace("\u00a0", " ")
     text = re.sub(r"<[^>]+>", "", html)
@@ -423,7 +418,6 @@ def test_the_directives_in_a_sphinx_build_with_a_results_folder_of_their_own(tmp
         start = page.index(css_class)
         return page[start:page.index("</table>", start)]
 
-    logged = warnings.getvalue()
     assert "metric 'a_new_metric' has no entry in book/targets.yml" in logged
     assert logged.count("WARNING") == 1, logged
     # the summary: one row per results file, each headline with its target and verdict

@@ -28,7 +28,7 @@ import yaml
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # Sphinx puts book/_ext there; a test loading this file may not
     sys.path.insert(0, _HERE)
-from results_table import chapter_numbers, run_text  # noqa: E402  (shared with the results page)
+from results_table import add_static_path, chapter_numbers, run_text  # noqa: E402  (shared with the results page)
 
 EXERCISES_FILE = "book/exercises.yml"
 NOTEBOOKS_DIR = "notebooks"
@@ -282,6 +282,8 @@ class ChapterGuide(ExerciseIndex):
 
 
 def setup(app):
+    app.connect("builder-inited", add_static_path)  # book/_ext/static, as the results page does
+    app.add_css_file("dlbook-tables.css")
     app.add_directive("exercise-index", ExerciseIndex)
     app.add_directive("chapter-guide", ChapterGuide)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -819,13 +819,15 @@ class RuntimeTable(_ResultsDirective):
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def _add_static_path(app):
-    app.config.html_static_path.append(str(STATIC))
+def add_static_path(app):
+    """Serve book/_ext/static (the extensions' CSS), once."""
+    if str(STATIC) not in app.config.html_static_path:
+        app.config.html_static_path.append(str(STATIC))
 
 
 def setup(app):
     # the tables' own rules (cards on a phone), served from the site itself
-    app.connect("builder-inited", _add_static_path)
+    app.connect("builder-inited", add_static_path)
     app.add_css_file("dlbook-results.css")
     app.add_directive("results-summary", ResultsSummary)
     app.add_directive("results-chapters", ResultsChapters)

@@ -1,0 +1,24 @@
+"""A small Sphinx build for the tests of the book's extensions (book/_ext)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def build_html(src: Path, out: Path) -> str:
+    """Build the HTML of the tiny book in ``src`` (its own conf.py) into
+    ``out``/html; return what Sphinx warned.
+
+    Each build runs in a docutils namespace of its own, so that several
+    builds in one test process do not see each other's nodes and directives
+    (and do not warn that they are registered twice)."""
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    warnings = io.StringIO()
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(out / "html"), str(out / "doctrees"), "html",
+                     status=None, warning=warnings, freshenv=True)
+        app.build()
+    return warnings.getvalue()
