@@ -447,6 +447,30 @@ class SinusoidalEncoding(nn.Module):
         return x + self.pe[: x.shape[1]]  # (B, T, d_model)
 
 
+class LearnedPositionEmbedding(nn.Module):
+    """Adds a learned vector per absolute position, a table
+    ``nn.Embedding(max_len, d_model)`` trained with the rest of the network
+    (as in BERT and GPT-2); there is no row for a position >= ``max_len``.
+
+    Shapes:
+        x: (B, T, d_model) -> (B, T, d_model), T <= max_len
+    """
+
+    def __init__(self, d_model: int, max_len: int = 1024):
+        super().__init__()
+        self.d_model = check_int(d_model, "d_model", 1)
+        self.table = nn.Embedding(check_int(max_len, "max_len", 1), d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x", floating=True)
+        max_len = self.table.num_embeddings
+        if x.dim() != 3 or x.shape[-1] != self.d_model or x.shape[1] > max_len:
+            raise ValueError(f"x must have shape (B, T <= {max_len}, d_model={self.d_model}); "
+                             f"got {tuple(x.shape)}")
+        positions = torch.arange(x.shape[1], device=x.device)  # (T,)
+        return x + self.table(positions)  # (B, T, d_model)
+
+
 # local-window attention -------------------------------------------------------
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, *,
@@ -549,9 +573,11 @@ class MeanMixer(nn.Module):
 class AttentionClassifier(nn.Module):
     """A small attention-only network that labels a sequence from its last position.
 
-    Token embedding plus :class:`SinusoidalEncoding` (or none), then
+    Token embedding plus a position code, then
     ``num_layers`` residual blocks ``x = x + mix(LayerNorm(x))``, a final
-    LayerNorm and a linear read-out of the last position. ``mixer`` is
+    LayerNorm and a linear read-out of the last position. ``positional`` is
+    ``"sinusoidal"`` (or True: :class:`SinusoidalEncoding`), ``"learned"``
+    (:class:`LearnedPositionEmbedding`) or False (none). ``mixer`` is
     ``"attention"`` (:class:`MultiHeadAttention`) or ``"mean"``
     (:class:`MeanMixer`, the baseline without attention). With
     ``return_weights=True`` the forward pass also returns the attention
@@ -563,15 +589,24 @@ class AttentionClassifier(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, d_model: int = 64, num_heads: int = 4,
-                 num_layers: int = 2, mixer: str = "attention", positional: bool = True, max_len: int = 256):
+                 num_layers: int = 2, mixer: str = "attention", positional: bool | str = True,
+                 max_len: int = 256):
         super().__init__()
         vocab_size, num_classes = check_int(vocab_size, "vocab_size", 1), check_int(num_classes, "num_classes", 1)
         num_layers = check_int(num_layers, "num_layers", 1)
         if mixer not in ("attention", "mean"):
             raise ValueError(f"mixer must be 'attention' or 'mean'; got {mixer!r}")
         self.mixer, self.vocab_size = mixer, vocab_size
+        self.max_len = check_int(max_len, "max_len", 1)
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.position = SinusoidalEncoding(d_model, max_len) if check_bool(positional, "positional") else None
+        if positional is True or positional == "sinusoidal":
+            self.position = SinusoidalEncoding(d_model, max_len)
+        elif positional == "learned":
+            self.position = LearnedPositionEmbedding(d_model, max_len)
+        elif positional is False:
+            self.position = None
+        else:
+            raise ValueError(f"positional must be 'sinusoidal' (or True), 'learned' or False; got {positional!r}")
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(num_layers))
         self.mixers = nn.ModuleList(MultiHeadAttention(d_model, num_heads) if mixer == "attention"
                                     else MeanMixer(d_model) for _ in range(num_layers))
@@ -583,9 +618,9 @@ class AttentionClassifier(nn.Module):
         if x.dim() != 2 or x.is_floating_point() or x.dtype == torch.bool:
             raise ValueError(f"x must be a (B, T) tensor of token ids; got dtype {x.dtype}, shape {tuple(x.shape)}")
         _check_token_ids(x, self.vocab_size)
-        if self.position is not None and x.shape[1] > len(self.position.pe):
+        if self.position is not None and x.shape[1] > self.max_len:
             raise ValueError(f"x has T={x.shape[1]} tokens; the positional encoding of this model has "
-                             f"max_len={len(self.position.pe)} rows (build it with a larger max_len)")
+                             f"max_len={self.max_len} rows (build it with a larger max_len)")
         h = self.embed(x)  # (B, T, d_model)
         if self.position is not None:
             h = self.position(h)

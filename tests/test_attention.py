@@ -422,6 +422,39 @@ def test_mean_mixer_ignores_order_and_attention_without_positions_is_equivariant
         assert not torch.allclose(model(x), model(shuffled), atol=ATOL)
 
 
+def test_learned_positions_are_a_trained_table_that_breaks_the_symmetry():
+    torch.manual_seed(0)
+    model = A.AttentionClassifier(20, 5, d_model=16, positional="learned", max_len=8)
+    table = model.position.table.weight
+    assert table.shape == (8, 16) and table.requires_grad
+    sinusoidal = A.AttentionClassifier(20, 5, d_model=16, positional="sinusoidal", max_len=8)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in sinusoidal.parameters()) + 8 * 16
+    x = torch.randint(20, (3, 8))
+    perm = torch.randperm(7)
+    shuffled = torch.cat([x[:, :7][:, perm], x[:, 7:]], dim=1)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(shuffled), atol=ATOL)
+        model.position.table.weight.zero_()  # a zero table is no position at all
+        assert torch.allclose(model(x), model(shuffled), atol=ATOL)
+    model(x).sum().backward()
+    assert model.position.table.weight.grad.abs().sum() > 0
+    layer = A.LearnedPositionEmbedding(4, max_len=3)
+    h = torch.randn(2, 3, 4)
+    assert torch.equal(layer(h), h + layer.table.weight)  # row p added at position p
+
+
+def test_position_choices_and_their_errors():
+    assert isinstance(A.AttentionClassifier(10, 2, d_model=8, num_heads=2).position, A.SinusoidalEncoding)
+    assert A.AttentionClassifier(10, 2, d_model=8, num_heads=2, positional=False).position is None
+    with pytest.raises(ValueError, match="'sinusoidal' .* 'learned' or False; got 'rope'"):
+        A.AttentionClassifier(10, 2, positional="rope")
+    model = A.AttentionClassifier(10, 2, d_model=8, num_heads=2, positional="learned", max_len=5)
+    with pytest.raises(ValueError, match="max_len=5"):
+        model(torch.zeros(1, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(B, T <= 3, d_model=4\)"):
+        A.LearnedPositionEmbedding(4, max_len=3)(torch.randn(1, 4, 4))
+
+
 def test_attention_classifier_validation():
     with pytest.raises(ValueError, match="mixer"):
         A.AttentionClassifier(10, 2, mixer="lstm")
