@@ -244,20 +244,26 @@ def aggregate(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tens
     return out
 
 
-def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gcn_norm(edge_index: torch.Tensor, num_nodes: int,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The edges and weights of $\hat A = \tilde D^{-1/2} (A + I) \tilde D^{-1/2}$.
 
     Self loops are added, and the edge $j \to i$ gets the weight
     $\hat A_{ij} = 1 / \sqrt{\tilde d_i \tilde d_j}$ with $\tilde d$ the
     degree counting the self loop. Stored as an edge list: $E + N$ numbers,
-    not $N^2$. ``aggregate(x, *gcn_norm(edge_index, N))`` is $\hat A x$.
+    not $N^2$. ``aggregate(x, *gcn_norm(edge_index, N, x.dtype))`` is
+    $\hat A x$. The weights come in ``dtype``: pass the features' dtype
+    (the layers here do), or a float64 model is propagated with float32
+    weights, off by about 1e-7 relative.
 
     Shapes:
         edge_index: (2, E) -> edge_index (2, E + N), edge_weight (E + N,)
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (the features' dtype); got {describe(dtype)}")
     loops = add_self_loops(edge_index, num_nodes)  # (2, E + N)
     src, dst = loops
-    deg = degree(dst, num_nodes)  # (N,): d~_i = d_i + 1
+    deg = degree(dst, num_nodes, dtype)  # (N,): d~_i = d_i + 1
     inv_sqrt = deg.pow(-0.5)
     return loops, inv_sqrt[src] * inv_sqrt[dst]  # (E + N,)
 
@@ -352,10 +358,14 @@ def node_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if not x.is_sparse:
         return x @ weight.T
     # compressed rows: PyTorch's fastest sparse product on a CPU. It has no
-    # bfloat16 kernel, so it runs in float32 even under autocast.
+    # bfloat16 kernel, so it runs in float32 even under autocast (and in
+    # float64 when x or the weight is float64).
+    dtype = torch.promote_types(x.dtype, weight.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        dtype = torch.float32
     with torch.autocast(x.device.type, enabled=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        return x.to_sparse_csr() @ weight.float().T
+        return x.to(dtype).to_sparse_csr() @ weight.to(dtype).T
 
 
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -389,7 +399,7 @@ class GCNConv(nn.Module):
         computed here; otherwise they are :func:`gcn_norm`'s output."""
         _check_nodes(x)
         if edge_weight is None:
-            edge_index, edge_weight = gcn_norm(edge_index, x.shape[0])
+            edge_index, edge_weight = gcn_norm(edge_index, x.shape[0], x.dtype)
         h = node_matmul(x, self.weight)  # (N, C_out)
         out = aggregate(h, edge_index, edge_weight)  # (N, C_out): A^ H W
         return out if self.bias is None else out + self.bias
@@ -420,14 +430,14 @@ class GCN(nn.Module):
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The input of the last layer (after its ReLU): (N, hidden)."""
         _check_nodes(x)
-        edge_index, weight = gcn_norm(edge_index, x.shape[0])  # once for every layer
+        edge_index, weight = gcn_norm(edge_index, x.shape[0], x.dtype)  # once for every layer
         for conv in self.convs[:-1]:
             x = F.relu(conv(_dropout(x, self.dropout, self.training), edge_index, weight))  # (N, hidden)
         return x
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         h = self.embed(x, edge_index)  # (N, hidden)
-        edge_index, weight = gcn_norm(edge_index, x.shape[0])
+        edge_index, weight = gcn_norm(edge_index, x.shape[0], x.dtype)
         return self.convs[-1](_dropout(h, self.dropout, self.training), edge_index, weight)  # (N, K)
 
 

@@ -184,6 +184,59 @@ def test_node_matmul_sparse_dense_and_under_autocast():
     assert torch.allclose(w.grad, x.sum(0).expand(5, 12), atol=1e-5)
 
 
+# float64: the package's layers compute in the features' dtype ------------------------
+
+def test_gcn_norm_weights_come_in_the_asked_dtype():
+    e = random_undirected(30, 70, seed=5)
+    _, w32 = gnn.gcn_norm(e, 30)
+    loops, w64 = gnn.gcn_norm(e, 30, torch.float64)
+    assert w32.dtype == torch.float32 and w64.dtype == torch.float64
+    deg = gnn.degree(loops[1], 30, torch.float64)  # with the self loops
+    exact = 1 / torch.sqrt(deg[loops[0]] * deg[loops[1]])
+    assert torch.allclose(w64, exact, rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
+        gnn.gcn_norm(e, 30, torch.int64)
+
+
+def test_gcn_in_float64_matches_the_dense_formula_to_float64_rounding():
+    torch.manual_seed(0)
+    e = random_undirected(25, 60, seed=2)
+    x = (torch.rand(25, 10) * (torch.rand(25, 10) < 0.3)).double()
+    A_hat = gnn.dense_gcn_norm(gnn.dense_adjacency(e, 25).double())  # (N, N) float64
+    conv = gnn.GCNConv(10, 4).double()
+    expected = A_hat @ x @ conv.weight.T + conv.bias
+    for features in (x, x.to_sparse()):  # dense, and sparse (once a dtype error)
+        out = conv(features, e)
+        assert out.dtype == torch.float64
+        assert torch.allclose(out, expected, rtol=1e-12, atol=1e-13)  # float32 weights: ~1e-7 off
+    model = gnn.GCN(10, 8, 3).double().eval()
+    h = torch.relu(A_hat @ x @ model.convs[0].weight.T + model.convs[0].bias)
+    dense = A_hat @ h @ model.convs[1].weight.T + model.convs[1].bias
+    assert torch.allclose(model(x.to_sparse(), e), dense, rtol=1e-12, atol=1e-13)
+
+
+def test_gat_in_float64_accepts_sparse_features_and_matches_dense_input():
+    torch.manual_seed(0)
+    e = random_undirected(20, 40)
+    x = (torch.rand(20, 9) * (torch.rand(20, 9) < 0.4)).double()
+    conv = gnn.GATConv(9, 4, num_heads=2).double().eval()
+    out = conv(x.to_sparse(), e)  # once a dtype error in the sparse product
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, conv(x, e), rtol=1e-12, atol=1e-13)
+    model = gnn.GAT(9, 3, head_size=4, num_heads=2).double().eval()
+    assert torch.allclose(model(x.to_sparse(), e), model(x, e), rtol=1e-12, atol=1e-13)
+
+
+def test_node_matmul_sparse_float64_and_mixed_dtypes():
+    torch.manual_seed(0)
+    x = (torch.rand(30, 12) * (torch.rand(30, 12) < 0.2)).double()
+    w = torch.randn(5, 12, dtype=torch.float64)
+    out = gnn.node_matmul(x.to_sparse(), w)
+    assert out.dtype == torch.float64 and torch.allclose(out, x @ w.T, rtol=1e-12, atol=1e-14)
+    mixed = gnn.node_matmul(x.to_sparse(), w.float())  # float64 features, float32 weights
+    assert mixed.dtype == torch.float64
+
+
 # GAT -----------------------------------------------------------------------------------
 
 def test_segment_softmax_sums_to_one_and_matches_dense_softmax():
