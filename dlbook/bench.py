@@ -7,6 +7,8 @@
 - :func:`compare_sizes`: several functions (ours against PyTorch's) on
   inputs of growing size, as a :class:`Comparison` that prints as a table
   and draws itself on log-log axes;
+- :func:`growth_exponent`: the b of a cost that grows like N^b, from
+  measurements at several sizes;
 - :func:`seconds_per_epoch`: what one epoch of training a model costs;
 - :func:`count_parameters`: trainable parameters;
 - :func:`layer_costs`: parameters and multiply-adds of every convolution
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import statistics
 import time
@@ -294,6 +297,30 @@ def compare_sizes(fns: Mapping[str, Callable[..., Any]], sizes: Sequence[int],
                 call()  # warm-up: one-off allocations are not the function's cost
                 values[name].append(float(peak_memory(call, device="cpu" if device is None else device)))
     return Comparison(measure, sizes, {k: tuple(v) for k, v in values.items()}, size_label)
+
+
+def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """The exponent b of ``value ~ size^b``: the slope of the least-squares
+    line through the points (log size, log value), the slope on log-log
+    axes. With two sizes it is log(v2 / v1) / log(s2 / s1). Pass the
+    sizes over which the cost follows one law (a computation whose data
+    drop out of the CPU's caches between two sizes changes its constant).
+
+    Shapes:
+        sizes: (n,), values: (n,) -> a float
+    """
+    if isinstance(sizes, (str, bytes)) or isinstance(values, (str, bytes)):
+        raise TypeError("sizes and values must be sequences of numbers")
+    s, v = [float(a) for a in sizes], [float(a) for a in values]
+    if len(s) != len(v) or len(s) < 2:
+        raise ValueError(f"sizes and values must have the same length, at least 2; got {len(s)} and {len(v)}")
+    if min(s) <= 0 or min(v) <= 0:
+        raise ValueError(f"sizes and values must be positive (they are put on log axes); got {s} and {v}")
+    if len(set(s)) < 2:
+        raise ValueError(f"sizes must hold at least two different sizes; got {s}")
+    x, y = [math.log(a) for a in s], [math.log(a) for a in v]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
 
 
 def seconds_per_epoch(model: nn.Module, steps: int = 10, *, batch_size: int = 128,

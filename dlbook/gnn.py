@@ -205,6 +205,65 @@ def connected_components(edge_index: torch.Tensor, num_nodes: int) -> torch.Tens
         labels = new
 
 
+def edge_homophily(edge_index: torch.Tensor, y: torch.Tensor) -> float:
+    r"""The share of the edges that join two nodes of the same class (the
+    *edge homophily* of the labels ``y`` on the graph): 1 when every edge
+    stays inside a class, about $\sum_k p_k^2$ for random wiring, with
+    $p_k$ the share of the edge ends in class k.
+
+    Shapes:
+        edge_index: (2, E), y: (N,) -> a float
+    """
+    check_tensor(y, "y")
+    if y.dim() != 1 or y.dtype != torch.int64:
+        raise ValueError(f"y must be an int64 tensor of class labels, shape (N,); got {y.dtype} of shape "
+                         f"{tuple(y.shape)}")
+    check_edge_index(edge_index, len(y))
+    if edge_index.shape[1] == 0:
+        raise ValueError("edge_homophily needs a graph with at least one edge")
+    return (y[edge_index[0]] == y[edge_index[1]]).double().mean().item()
+
+
+def rewire(edge_index: torch.Tensor, num_nodes: int, swaps_per_edge: int = 10,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The same graph with its edges rewired at random, every node keeping
+    its degree: repeated double-edge swaps, in which two edges {a, b} and
+    {c, d} become {a, d} and {c, b} (a swap that would make a self loop or
+    a second copy of an edge is skipped). After ``swaps_per_edge`` attempts
+    per edge, who is joined to whom is random, but every degree is what it
+    was: a control for experiments that ask whether the wiring matters,
+    beyond the degrees.
+
+    Shapes:
+        edge_index: (2, E), undirected, no self loops -> (2, E)
+    """
+    check_edge_index(edge_index, num_nodes)
+    swaps_per_edge = check_int(swaps_per_edge, "swaps_per_edge", 0)
+    und = to_undirected(edge_index, num_nodes)  # sorted by target, then source
+    keys = torch.sort(edge_index[1] * num_nodes + edge_index[0]).values
+    if und.shape != edge_index.shape or not torch.equal(keys, und[1] * num_nodes + und[0]):
+        raise ValueError("rewire expects an undirected graph without self loops, every edge stored once in "
+                         "each direction (gnn.to_undirected makes one)")
+    pairs = und[:, und[0] < und[1]].T.tolist()  # each undirected edge once, [a, b] with a < b
+    present = {tuple(e) for e in pairs}
+    M = len(pairs)
+    if M < 2:
+        return und
+    picks = torch.randint(0, M, (swaps_per_edge * M, 2), generator=generator).tolist()
+    flips = torch.randint(0, 2, (swaps_per_edge * M,), generator=generator).tolist()
+    for (e1, e2), flip in zip(picks, flips):
+        (a, b), (c, d) = pairs[e1], pairs[e2]
+        if flip:
+            c, d = d, c
+        new1, new2 = (min(a, d), max(a, d)), (min(c, b), max(c, b))
+        if e1 == e2 or a == d or c == b or new1 == new2 or new1 in present or new2 in present:
+            continue
+        present -= {tuple(pairs[e1]), tuple(pairs[e2])}
+        present |= {new1, new2}
+        pairs[e1], pairs[e2] = list(new1), list(new2)
+    return to_undirected(torch.tensor(pairs, device=edge_index.device).T, num_nodes)
+
+
 # message passing --------------------------------------------------------------
 
 def aggregate(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None, *,
@@ -244,20 +303,26 @@ def aggregate(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tens
     return out
 
 
-def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gcn_norm(edge_index: torch.Tensor, num_nodes: int,
+             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The edges and weights of $\hat A = \tilde D^{-1/2} (A + I) \tilde D^{-1/2}$.
 
     Self loops are added, and the edge $j \to i$ gets the weight
     $\hat A_{ij} = 1 / \sqrt{\tilde d_i \tilde d_j}$ with $\tilde d$ the
     degree counting the self loop. Stored as an edge list: $E + N$ numbers,
-    not $N^2$. ``aggregate(x, *gcn_norm(edge_index, N))`` is $\hat A x$.
+    not $N^2$. ``aggregate(x, *gcn_norm(edge_index, N, x.dtype))`` is
+    $\hat A x$. The weights come in ``dtype``: pass the features' dtype
+    (the layers here do), or a float64 model is propagated with float32
+    weights, off by about 1e-7 relative.
 
     Shapes:
         edge_index: (2, E) -> edge_index (2, E + N), edge_weight (E + N,)
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (the features' dtype); got {describe(dtype)}")
     loops = add_self_loops(edge_index, num_nodes)  # (2, E + N)
     src, dst = loops
-    deg = degree(dst, num_nodes)  # (N,): d~_i = d_i + 1
+    deg = degree(dst, num_nodes, dtype)  # (N,): d~_i = d_i + 1
     inv_sqrt = deg.pow(-0.5)
     return loops, inv_sqrt[src] * inv_sqrt[dst]  # (E + N,)
 
@@ -352,10 +417,14 @@ def node_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if not x.is_sparse:
         return x @ weight.T
     # compressed rows: PyTorch's fastest sparse product on a CPU. It has no
-    # bfloat16 kernel, so it runs in float32 even under autocast.
+    # bfloat16 kernel, so it runs in float32 even under autocast (and in
+    # float64 when x or the weight is float64).
+    dtype = torch.promote_types(x.dtype, weight.dtype)
+    if dtype not in (torch.float32, torch.float64):
+        dtype = torch.float32
     with torch.autocast(x.device.type, enabled=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-        return x.to_sparse_csr() @ weight.float().T
+        return x.to(dtype).to_sparse_csr() @ weight.to(dtype).T
 
 
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -389,7 +458,7 @@ class GCNConv(nn.Module):
         computed here; otherwise they are :func:`gcn_norm`'s output."""
         _check_nodes(x)
         if edge_weight is None:
-            edge_index, edge_weight = gcn_norm(edge_index, x.shape[0])
+            edge_index, edge_weight = gcn_norm(edge_index, x.shape[0], x.dtype)
         h = node_matmul(x, self.weight)  # (N, C_out)
         out = aggregate(h, edge_index, edge_weight)  # (N, C_out): A^ H W
         return out if self.bias is None else out + self.bias
@@ -420,14 +489,14 @@ class GCN(nn.Module):
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The input of the last layer (after its ReLU): (N, hidden)."""
         _check_nodes(x)
-        edge_index, weight = gcn_norm(edge_index, x.shape[0])  # once for every layer
+        edge_index, weight = gcn_norm(edge_index, x.shape[0], x.dtype)  # once for every layer
         for conv in self.convs[:-1]:
             x = F.relu(conv(_dropout(x, self.dropout, self.training), edge_index, weight))  # (N, hidden)
         return x
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         h = self.embed(x, edge_index)  # (N, hidden)
-        edge_index, weight = gcn_norm(edge_index, x.shape[0])
+        edge_index, weight = gcn_norm(edge_index, x.shape[0], x.dtype)
         return self.convs[-1](_dropout(h, self.dropout, self.training), edge_index, weight)  # (N, K)
 
 
@@ -733,14 +802,18 @@ def train_node_classifier(model: nn.Module, graph, optimizer: torch.optim.Optimi
     Every epoch is one step on the whole graph (the loader is ``[graph]``)
     with :func:`node_classification_step`. Without ``patience`` the
     validation accuracy is measured once, at the end, and the last weights
-    are tested: a fixed number of epochs, the protocol of PyTorch
-    Geometric's GCN example (Kipf and Welling trained at most 200 epochs
-    and stopped when the validation loss had not fallen for 10). With
-    ``patience`` an
-    :class:`EarlyStopping` hook measures it after every epoch, and the
-    weights it kept are tested (the GAT protocol), and training ends when
-    patience runs out; ``fit`` evaluates, and writes its checkpoint, every
-    ``checkpoint_every`` epochs and at the end. Training runs
+    are tested: a fixed number of epochs and nothing chosen on the
+    validation nodes. That is this book's GCN protocol, not a published
+    one: Kipf and Welling trained at most 200 epochs and stopped when the
+    validation loss had not fallen for 10, and PyTorch Geometric's GCN
+    example trains 200 epochs and reports the test accuracy of the epoch
+    with the best validation accuracy. With ``patience`` an
+    :class:`EarlyStopping` hook measures the validation accuracy after
+    every epoch, the weights it kept are tested, and training ends when
+    patience runs out (the book's GAT protocol: accuracy only, where
+    Veličković et al. watch the validation loss too); ``fit`` evaluates,
+    and writes its checkpoint, every ``checkpoint_every`` epochs and at
+    the end. Training runs
     in float32 (``amp=False``): the sparse products have no bfloat16
     kernel on a CPU, and autocast does not make the rest faster.
 
@@ -945,7 +1018,11 @@ class GINConv(nn.Module):
 
     with AGG the sum (GIN), or the mean or maximum for comparison. The MLP
     is Linear, BatchNorm, ReLU, Linear; $\epsilon$ is fixed (``eps``) or
-    learned (``train_eps=True``).
+    learned (``train_eps=True``). The factor $1 + \epsilon$ weighs the
+    node's own vector apart from its neighbours', so that the update can
+    tell "me" from "one of them" (for an irrational $\epsilon$ Xu et al.
+    prove the map injective on (node, neighbour multiset) pairs);
+    $\epsilon = 0$ (GIN-0) does as well in their experiments.
 
     Shapes:
         x: (N, C_in), edge_index: (2, E) -> (N, C_out)
@@ -978,11 +1055,11 @@ class GIN(nn.Module):
     with ReLU, a readout of every layer (and of the input) with the same
     AGG, concatenated, and a linear classifier,
 
-    $$\mathbf{h}_G = \big\|_{k=0}^{L} \operatorname*{AGG}_{n \in G} \mathbf{h}^{(k)}_n,
-    \qquad \hat{\mathbf{y}} = W \mathbf{h}_G + \mathbf{b}.$$
+    $$\mathbf{h}_G = \big\|_{k=0}^{\ell} \operatorname*{AGG}_{n \in G} \mathbf{h}^{(k)}_n,
+    \qquad \hat{\mathbf{y}} = W \mathbf{h}_G + \mathbf{b},$$
 
-    ``reduce`` is used both between neighbours and in the readout.
-    :meth:`embed` returns $\mathbf{h}_G$.
+    with $\ell$ = ``num_layers``. ``reduce`` is used both between
+    neighbours and in the readout. :meth:`embed` returns $\mathbf{h}_G$.
 
     Shapes:
         x: (N, C), edge_index: (2, E), batch: (N,) -> (B, K)
@@ -1001,7 +1078,7 @@ class GIN(nn.Module):
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor,
               num_graphs: int) -> torch.Tensor:
-        """The graph vectors h_G: (B, C + L hidden)."""
+        """The graph vectors h_G: (B, C + num_layers hidden)."""
         _check_width(x, self.in_features)
         pooled = [readout(x, batch, num_graphs, self.reduce)]
         for conv in self.convs:
@@ -1011,7 +1088,7 @@ class GIN(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor,
                 num_graphs: int) -> torch.Tensor:
-        h = self.embed(x, edge_index, batch, num_graphs)  # (B, C + L hidden)
+        h = self.embed(x, edge_index, batch, num_graphs)  # (B, C + num_layers hidden)
         return self.head(F.dropout(h, self.dropout, self.training))  # (B, K)
 
 
@@ -1106,6 +1183,57 @@ def twin_dataset(num_pairs: int, min_nodes: int = 8, max_nodes: int = 16, num_co
         x = torch.cat([colours, colours])  # (2N, num_colours): v and v + N share a colour
         graphs.append(SmallGraph(x, double_cover(edges, N, gen), torch.tensor(0)))
         graphs.append(SmallGraph(x, blow_up(edges, N), torch.tensor(1)))
+    return graphs
+
+
+def with_degree(graphs: list[SmallGraph]) -> list[SmallGraph]:
+    """The same graphs with one more node feature: each node's degree (the
+    number of edges into it), appended as the last column. With it, a mean
+    or max aggregator can see what only the sum saw: how many neighbours a
+    node has.
+
+    Shapes:
+        SmallGraphs with x (N, C) -> SmallGraphs with x (N, C + 1)
+    """
+    if not isinstance(graphs, (list, tuple)) or not graphs:
+        raise ValueError(f"with_degree expects a non-empty list of SmallGraph; got {describe(graphs)}")
+    bad = next((g for g in graphs if not isinstance(g, SmallGraph)), None)
+    if bad is not None:
+        raise TypeError(f"with_degree expects SmallGraph objects; got {describe(bad)}")
+    return [SmallGraph(torch.cat([g.x, degree(g.edge_index[1], g.num_nodes, g.x.dtype)[:, None]], dim=1),
+                       g.edge_index, g.y) for g in graphs]
+
+
+def star_pairs(num_pairs: int, min_leaves: int = 3, max_leaves: int = 15, seed: int = 0) -> list[SmallGraph]:
+    """A graph-classification task with equal degrees that a max aggregator
+    cannot solve and a mean or sum aggregator can.
+
+    Each pair is two stars with the same number of leaves (so every node
+    has the same degree in both): a hub of colour 2 joined to leaves of
+    colours 0 and 1, both present. Class 0 has more leaves of colour 0,
+    class 1 the same counts with the colours swapped. Every node sees the
+    same *set* of neighbour colours in both graphs (the hub {0, 1}, a leaf
+    {2}), and the graphs hold the same set of colours, so the maximum
+    agrees everywhere; the proportions differ, so the mean and the sum do
+    not. Graphs 2p and 2p + 1 are a pair.
+
+    Shapes:
+        -> 2 num_pairs SmallGraphs, x (1 + leaves, 3) one-hot colours, y ()
+    """
+    num_pairs = check_int(num_pairs, "num_pairs", 1)
+    min_leaves = check_int(min_leaves, "min_leaves", 3)
+    max_leaves = check_int(max_leaves, "max_leaves", min_leaves)
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    graphs = []
+    for _ in range(num_pairs):
+        n = int(torch.randint(min_leaves, max_leaves + 1, (1,), generator=gen))
+        low = n // 2 + 1  # a strict majority, leaving at least one leaf of the other colour
+        k = int(torch.randint(low, n, (1,), generator=gen))
+        leaves = torch.tensor([0] * k + [1] * (n - k))[torch.randperm(n, generator=gen)]  # (n,)
+        edges = to_undirected(torch.stack([torch.zeros(n, dtype=torch.int64), torch.arange(1, n + 1)]), n + 1)
+        for label, colours in ((0, leaves), (1, 1 - leaves)):
+            x = F.one_hot(torch.cat([torch.tensor([2]), colours]), 3).float()  # (1 + n, 3)
+            graphs.append(SmallGraph(x, edges, torch.tensor(label)))
     return graphs
 
 
@@ -1387,6 +1515,7 @@ def draw_graph(ax, edge_index: torch.Tensor, pos: torch.Tensor, node_color=None,
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.margins(0.1)  # room for the largest dots at the edges
     ax.autoscale_view()
     return dots
 

@@ -1,5 +1,6 @@
 """Figures with one look across the book: image grids, learning curves,
-confusion matrices.
+confusion matrices, and a two-dimensional projection for scatter plots
+(:func:`pca_2d`).
 
 Every function returns the matplotlib ``Figure`` it drew, with a title and
 labelled axes, so a notebook can show it or save it.
@@ -251,3 +252,29 @@ def plot_confusion_matrix(y_true, y_pred, class_names: Sequence[str], title: str
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def pca_2d(h: torch.Tensor) -> torch.Tensor:
+    """The rows of ``h`` projected on their two directions of largest
+    variance (PCA, after subtracting the mean row), for a scatter plot.
+
+    Computed with PyTorch's randomised ``torch.pca_lowrank`` on a generator
+    of its own (seed 0), so that the figure is the same on every run and
+    the global random state is left alone. Each direction is signed so that
+    its largest entry is positive (PCA fixes a direction only up to sign).
+
+    Shapes:
+        h: (N, C) -> (N, 2)
+    """
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"h must be a torch.Tensor of shape (N, C); got {describe(h)}")
+    if h.dim() != 2 or h.shape[0] < 3 or h.shape[1] < 2 or not h.is_floating_point() or h.is_sparse:
+        raise ValueError(f"h must be a dense floating tensor of shape (N, C) with N >= 3 and C >= 2; got "
+                         f"{h.dtype} of shape {tuple(h.shape)}{' (sparse)' if h.is_sparse else ''}")
+    h = h.detach() - h.detach().mean(0)  # (N, C)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        _, _, V = torch.pca_lowrank(h, q=min(6, *h.shape), center=False, niter=4)  # (C, q)
+    V = V[:, :2]
+    V = V * torch.sign(V.gather(0, V.abs().argmax(0, keepdim=True)))  # largest entry positive
+    return h @ V  # (N, 2)

@@ -9,6 +9,8 @@
 - :func:`paired`: two settings run with the same seeds, compared seed by
   seed (the paired t-test).
 - :func:`margin`: how many standard errors separate two estimates.
+- :func:`same_class_neighbours`: how well vectors (an embedding) keep the
+  classes apart: the share of each point's nearest points in its class.
 
 The book's naming rule for spreads: ``_std`` is the sample standard
 deviation over seeds, ``_stderr`` the standard error of one run's estimate.
@@ -29,7 +31,7 @@ import torch
 from ._checks import check_float, check_int, describe
 
 __all__ = ["Estimate", "McNemar", "Paired", "Spread", "accuracy", "accuracy_stderr", "margin", "mcnemar",
-           "mean_std", "paired"]
+           "mean_std", "paired", "same_class_neighbours"]
 
 
 def _values(values: Any, name: str, minimum: int = 1) -> np.ndarray:
@@ -277,3 +279,34 @@ def margin(a: float, a_stderr: float, b: float, b_stderr: float) -> float:
     if scale == 0.0:
         raise ValueError("a_stderr and b_stderr are both 0: a margin in standard errors is undefined")
     return (a - b) / scale
+
+
+def same_class_neighbours(h: torch.Tensor, y: torch.Tensor, n_nearest: int = 10) -> float:
+    """The share of each point's ``n_nearest`` nearest other points (by
+    cosine similarity) that have its class, averaged over the points: 1
+    when every neighbourhood is pure, about the chance of two random
+    points sharing a class when the vectors carry no class information.
+
+    Builds the N x N matrix of similarities (a sparse ``h`` row by row
+    skips its zeros): for up to some ten thousand points.
+
+    Shapes:
+        h: (N, C), y: (N,) -> a float
+    """
+    if not isinstance(h, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"h and y must be torch.Tensors; got {describe(h)} and {describe(y)}")
+    if h.dim() != 2 or not h.is_floating_point() or h.is_sparse:
+        raise ValueError(f"h must be a dense floating tensor of shape (N, C); got {h.dtype} of shape "
+                         f"{tuple(h.shape)}")
+    if y.shape != (h.shape[0],) or y.dtype != torch.int64:
+        raise ValueError(f"y must be an int64 tensor of shape ({h.shape[0]},), one class per row of h; got "
+                         f"{y.dtype} of shape {tuple(y.shape)}")
+    n_nearest = check_int(n_nearest, "n_nearest", 1)
+    if n_nearest >= h.shape[0]:
+        raise ValueError(f"n_nearest must be below the number of points, {h.shape[0]}; got {n_nearest}")
+    unit = torch.nn.functional.normalize(h.detach(), dim=1)  # (N, C)
+    sim = torch.sparse.mm(unit.to_sparse(), unit.T)  # (N, N); the sparse product skips zeros
+    sim.fill_diagonal_(-2.0)  # below any cosine: a point is not its own neighbour
+    nearest = sim.topk(n_nearest, dim=1).indices  # (N, n_nearest)
+    y = y.to(h.device)
+    return (y[nearest] == y[:, None]).double().mean().item()

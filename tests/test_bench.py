@@ -418,3 +418,17 @@ def test_layer_costs_grouped_convolution_and_bad_input():
         bench.layer_costs(grouped, torch.zeros(4))
     with pytest.raises(TypeError, match="Module"):
         bench.layer_costs(lambda x: x, torch.zeros(1, 4, 5, 5))
+
+
+def test_growth_exponent_is_the_slope_on_log_log_axes():
+    sizes = [1024, 2048, 4096, 8192]
+    assert bench.growth_exponent(sizes, [3e-6 * n**2 for n in sizes]) == pytest.approx(2.0)
+    assert bench.growth_exponent([10, 1000], [5.0, 50.0]) == pytest.approx(0.5)
+    # least squares, not first-to-last: a bent curve gets the fitted slope
+    y = np.log([1.0, 2.0, 8.0])
+    expected = np.polyfit(np.log([1, 2, 4]), y, 1)[0]
+    assert bench.growth_exponent([1, 2, 4], [1.0, 2.0, 8.0]) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="positive"):
+        bench.growth_exponent([1, 2], [0.0, 1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        bench.growth_exponent([1], [1.0])

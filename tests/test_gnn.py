@@ -184,6 +184,59 @@ def test_node_matmul_sparse_dense_and_under_autocast():
     assert torch.allclose(w.grad, x.sum(0).expand(5, 12), atol=1e-5)
 
 
+# float64: the package's layers compute in the features' dtype ------------------------
+
+def test_gcn_norm_weights_come_in_the_asked_dtype():
+    e = random_undirected(30, 70, seed=5)
+    _, w32 = gnn.gcn_norm(e, 30)
+    loops, w64 = gnn.gcn_norm(e, 30, torch.float64)
+    assert w32.dtype == torch.float32 and w64.dtype == torch.float64
+    deg = gnn.degree(loops[1], 30, torch.float64)  # with the self loops
+    exact = 1 / torch.sqrt(deg[loops[0]] * deg[loops[1]])
+    assert torch.allclose(w64, exact, rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
+        gnn.gcn_norm(e, 30, torch.int64)
+
+
+def test_gcn_in_float64_matches_the_dense_formula_to_float64_rounding():
+    torch.manual_seed(0)
+    e = random_undirected(25, 60, seed=2)
+    x = (torch.rand(25, 10) * (torch.rand(25, 10) < 0.3)).double()
+    A_hat = gnn.dense_gcn_norm(gnn.dense_adjacency(e, 25).double())  # (N, N) float64
+    conv = gnn.GCNConv(10, 4).double()
+    expected = A_hat @ x @ conv.weight.T + conv.bias
+    for features in (x, x.to_sparse()):  # dense, and sparse (once a dtype error)
+        out = conv(features, e)
+        assert out.dtype == torch.float64
+        assert torch.allclose(out, expected, rtol=1e-12, atol=1e-13)  # float32 weights: ~1e-7 off
+    model = gnn.GCN(10, 8, 3).double().eval()
+    h = torch.relu(A_hat @ x @ model.convs[0].weight.T + model.convs[0].bias)
+    dense = A_hat @ h @ model.convs[1].weight.T + model.convs[1].bias
+    assert torch.allclose(model(x.to_sparse(), e), dense, rtol=1e-12, atol=1e-13)
+
+
+def test_gat_in_float64_accepts_sparse_features_and_matches_dense_input():
+    torch.manual_seed(0)
+    e = random_undirected(20, 40)
+    x = (torch.rand(20, 9) * (torch.rand(20, 9) < 0.4)).double()
+    conv = gnn.GATConv(9, 4, num_heads=2).double().eval()
+    out = conv(x.to_sparse(), e)  # once a dtype error in the sparse product
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, conv(x, e), rtol=1e-12, atol=1e-13)
+    model = gnn.GAT(9, 3, head_size=4, num_heads=2).double().eval()
+    assert torch.allclose(model(x.to_sparse(), e), model(x, e), rtol=1e-12, atol=1e-13)
+
+
+def test_node_matmul_sparse_float64_and_mixed_dtypes():
+    torch.manual_seed(0)
+    x = (torch.rand(30, 12) * (torch.rand(30, 12) < 0.2)).double()
+    w = torch.randn(5, 12, dtype=torch.float64)
+    out = gnn.node_matmul(x.to_sparse(), w)
+    assert out.dtype == torch.float64 and torch.allclose(out, x @ w.T, rtol=1e-12, atol=1e-14)
+    mixed = gnn.node_matmul(x.to_sparse(), w.float())  # float64 features, float32 weights
+    assert mixed.dtype == torch.float64
+
+
 # GAT -----------------------------------------------------------------------------------
 
 def test_segment_softmax_sums_to_one_and_matches_dense_softmax():
@@ -363,6 +416,76 @@ def test_twin_task_mean_and_max_features_coincide_across_classes_sum_does_not():
             assert bool((gap > 1e-3).all())  # every pair told apart
         else:
             assert bool((gap < 1e-5).all())  # no pair told apart
+
+
+def gin_pair_gaps(graphs, reduce, in_features=3):
+    """How far apart a randomly weighted GIN puts the two graphs of each pair."""
+    torch.manual_seed(0)
+    model = gnn.GIN(in_features, 16, 2, num_layers=3, reduce=reduce).eval()
+    for p in model.parameters():  # random weights everywhere, batch norm included
+        torch.nn.init.normal_(p)
+    batch = gnn.collate(graphs)
+    h = model.embed(batch.x, batch.edge_index, batch.batch, batch.num_graphs)  # (B, ...)
+    return (h[0::2] - h[1::2]).abs().amax(1) / h.abs().amax()
+
+
+def test_with_degree_lets_mean_and_max_see_the_twin_task():
+    graphs = gnn.twin_dataset(6, seed=0)
+    degreed = gnn.with_degree(graphs)
+    g = degreed[1]
+    assert g.x.shape == (graphs[1].num_nodes, 4) and torch.equal(g.x[:, :3], graphs[1].x)
+    assert torch.equal(g.x[:, 3], gnn.degree(g.edge_index[1], g.num_nodes))
+    assert [h.y.item() for h in degreed] == [0, 1] * 6
+    for reduce in ("mean", "max"):
+        assert bool((gin_pair_gaps(degreed, reduce, 4) > 1e-3).all())  # every pair told apart now
+    with pytest.raises(TypeError, match="SmallGraph"):
+        gnn.with_degree([1])
+
+
+def test_star_pairs_equal_degrees_max_cannot_tell_mean_and_sum_can():
+    graphs = gnn.star_pairs(8, min_leaves=3, max_leaves=9, seed=0)
+    assert [g.y.item() for g in graphs] == [0, 1] * 8
+    for a, b in zip(graphs[0::2], graphs[1::2]):
+        assert torch.equal(a.edge_index, b.edge_index)  # the same star: the same degrees
+        assert a.x[0].argmax() == b.x[0].argmax() == 2  # the hub
+        ca, cb = a.x[1:].sum(0), b.x[1:].sum(0)  # leaf colour counts
+        assert ca[0] > ca[1] >= 1 and torch.equal(cb, ca[[1, 0, 2]])  # class 0: more of colour 0
+    assert bool((gin_pair_gaps(graphs, "max") < 1e-5).all())  # no pair told apart
+    for reduce in ("mean", "sum"):
+        assert bool((gin_pair_gaps(graphs, reduce) > 1e-3).all())
+
+
+def test_edge_homophily_by_hand():
+    e = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    assert gnn.edge_homophily(e, torch.tensor([0, 0, 1])) == 0.5
+    assert gnn.edge_homophily(e, torch.tensor([3, 3, 3])) == 1.0
+    with pytest.raises(ValueError, match="y must be an int64 tensor of class labels"):
+        gnn.edge_homophily(e, torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_rewire_keeps_every_degree_and_randomises_the_wiring():
+    N = 300
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(N) % 3
+    # a homophilous graph: 90% of the edges inside a class
+    src = torch.randint(0, N, (1200,), generator=g)
+    inside = torch.rand(1200, generator=g) < 0.9
+    dst = torch.where(inside, (src + 3 * torch.randint(1, N // 3, (1200,), generator=g)) % N,
+                      torch.randint(0, N, (1200,), generator=g))
+    e = gnn.to_undirected(torch.stack([src, dst]), N)
+    r = gnn.rewire(e, N, generator=torch.Generator().manual_seed(1))
+    assert r.shape == e.shape and torch.equal(gnn.to_undirected(r, N), r)  # undirected, no loops, no repeats
+    assert torch.equal(gnn.degree(r[1], N), gnn.degree(e[1], N))  # every degree kept
+    kept = set(map(tuple, e.T.tolist())) & set(map(tuple, r.T.tolist()))
+    assert len(kept) < 0.1 * e.shape[1]  # almost every edge moved
+    assert gnn.edge_homophily(e, y) > 0.85 and abs(gnn.edge_homophily(r, y) - 1 / 3) < 0.05
+    again = gnn.rewire(e, N, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, r)  # seeded: the same rewiring
+    assert torch.equal(gnn.rewire(e, N, swaps_per_edge=0), e)
+    with pytest.raises(ValueError, match="undirected graph without self loops"):
+        gnn.rewire(torch.tensor([[0, 1], [1, 2]]), 3)  # one direction only
+    with pytest.raises(ValueError, match="undirected graph without self loops"):
+        gnn.rewire(torch.tensor([[0, 1, 1], [1, 0, 1]]), 3)  # a self loop
 
 
 def test_gin_layer_formula():

@@ -286,3 +286,23 @@ def test_confusion_matrix_has_a_colour_bar():
 
 def test_the_book_style_makes_fonts_readable():
     assert plt.rcParams["font.size"] >= 11 and plt.rcParams["legend.fontsize"] >= 10
+
+
+def test_pca_2d_matches_the_top_two_singular_directions():
+    g = torch.Generator().manual_seed(0)
+    # three directions of very different variance, and noise
+    basis = torch.linalg.qr(torch.randn(20, 3, generator=g, dtype=torch.float64))[0]  # (C, 3)
+    coords = torch.randn(200, 3, generator=g, dtype=torch.float64) * torch.tensor([10.0, 4.0, 1.0])
+    h = coords @ basis.T + 5.0 + 0.01 * torch.randn(200, 20, generator=g, dtype=torch.float64)
+    z = plot.pca_2d(h)
+    centred = h - h.mean(0)
+    _, _, Vt = torch.linalg.svd(centred, full_matrices=False)
+    exact = centred @ Vt[:2].T  # (N, 2), up to the sign of each column
+    assert z.shape == (200, 2)
+    for k in range(2):
+        assert torch.allclose(z[:, k].abs(), exact[:, k].abs(), rtol=1e-6, atol=1e-6)
+    state = torch.random.get_rng_state()
+    assert torch.equal(plot.pca_2d(h), z)  # the same on every call
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator untouched
+    with pytest.raises(ValueError, match=r"shape \(N, C\)"):
+        plot.pca_2d(torch.randn(5))

@@ -148,3 +148,20 @@ def test_margin_in_standard_errors():
         stats.margin(1.0, 0.0, 0.5, 0.0)
     with pytest.raises(ValueError, match="a_stderr"):
         stats.margin(1.0, -0.1, 0.5, 0.1)
+
+
+def test_same_class_neighbours_by_hand_and_on_clusters():
+    # four points on two rays; class 0 on the first ray, class 1 on the second
+    h = torch.tensor([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0]])
+    assert stats.same_class_neighbours(h, torch.tensor([0, 0, 1, 1]), 1) == 1.0
+    assert stats.same_class_neighbours(h, torch.tensor([0, 1, 0, 1]), 1) == 0.0
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(300) % 3
+    clustered = torch.eye(3)[y] + 0.1 * torch.randn(300, 3, generator=g)
+    assert stats.same_class_neighbours(clustered, y) == 1.0
+    noise = torch.randn(300, 8, generator=g)
+    assert abs(stats.same_class_neighbours(noise, y) - 1 / 3) < 0.05
+    with pytest.raises(ValueError, match="n_nearest must be below the number of points"):
+        stats.same_class_neighbours(h, torch.tensor([0, 0, 1, 1]), 4)
+    with pytest.raises(ValueError, match="y must be an int64 tensor of shape"):
+        stats.same_class_neighbours(h, torch.tensor([0, 1]))
