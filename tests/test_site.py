@@ -164,6 +164,34 @@ def test_links_to_the_repository_only_when_it_is_set(page):
         assert not strangers, f"{page} links to other repositories: {strangers}"
 
 
+def _toc_pages() -> list[str]:
+    """The pages of the book, as _toc.yml lists them (root first), by their address in the site."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [f"{f}.html" for f in files]
+
+
+@pytest.mark.parametrize("page", _toc_pages())
+def test_every_page_ends_with_a_report_link_only_when_the_repository_is_set(page):
+    """A new issue on the book's tracker, pre-filled with the page's name; left out while no repository is set
+    (the link itself: tests/test_badges.py)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    html = (SITE / page).read_text(encoding="utf-8")
+    links = re.findall(r'<p class="dlbook-report-problem">.*?href="([^"]+)"', html, re.S)
+    url = _repository_setting()
+    if not url:
+        assert not links, f"{page} has a report link although no repository is set"
+        return
+    assert len(links) == 1, f"{page}: {len(links)} report links"
+    href = links[0].replace("&amp;", "&")
+    assert href.startswith(f"{url}/issues/new?"), href
+    title = parse_qs(urlsplit(href).query)["title"][0]
+    assert f"({page})" in title, f"{page}: the report's title {title!r} does not name the page"
+
+
 RAW_TABLE = re.compile(r"^\s*\|[^\n]*\|\s*\n\s*\|[\s:|-]*-{3,}[\s:|-]*\|\s*$", re.M)
 
 
