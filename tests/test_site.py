@@ -396,3 +396,46 @@ def test_the_glossarys_chinese_is_drawn_in_a_font_that_has_it(browser, server, s
     assert len(found["text"]) == 2, found
     assert not found["same"], (f"{found['text']!r} in the glossary's <{selector}> are drawn as the same "
                                f"glyph, an empty box: no font with Chinese characters (fonts-noto-cjk)")
+
+
+# Search (the site's own, offline: Sphinx's searchindex.js) ---------------------------------------
+
+def _chapters_mentioning(word: str) -> list[str]:
+    """The chapter pages whose notebook's text (any cell) holds ``word``."""
+    import json
+
+    found = []
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        if any(word.lower() in "".join(c["source"]).lower() for c in cells):
+            found.append(f"notebooks/{notebook.stem}.html")
+    return found
+
+
+@pytest.mark.parametrize("word, chapter", [("Weisfeiler", "notebooks/06_gnn.html"),
+                                           ("im2col", "notebooks/03_cnn.html")])
+def test_search_finds_a_word_in_the_one_chapter_that_has_it(browser, server, word, chapter):
+    """A reader clicks the search field on the landing page, types a word only one chapter uses and
+    presses Enter: the search page lists that chapter, and no other chapter."""
+    assert _chapters_mentioning(word) == [chapter], (
+        f"pick another word: {word!r} is in {_chapters_mentioning(word)}, not only in {chapter}")
+    page, errors, _ = open_page(browser, server, "book/intro.html")
+    try:
+        page.locator(".search-button-field:visible").first.click()
+        field = page.locator("input[name=q]:visible").first
+        field.fill(word)
+        field.press("Enter")
+        page.wait_for_url("**/search.html?q=*")
+        # searchtools.js writes the heading "Search Results" when it has finished, hits or none
+        page.wait_for_function("() => /Search Results/.test(document.querySelector('#search-results h2')?.textContent)",
+                               timeout=15000)
+        hits = page.evaluate("() => Array.from(document.querySelectorAll('#search-results li a'))"
+                             ".map(a => new URL(a.getAttribute('href'), location.href).pathname.replace(/^\\//, ''))")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"search-{word}.png"))
+    finally:
+        page.close()
+    assert not errors, f"console errors while searching: {errors}"
+    assert chapter in hits, f"searching {word!r} did not find {chapter}; results: {hits}"
+    others = [h for h in hits if h.startswith("notebooks/") and h != chapter]
+    assert not others, f"searching {word!r} lists chapters that do not have it: {others}"
