@@ -92,9 +92,9 @@ def browser():
         b.close()
 
 
-def open_page(browser, server, page_path):
-    """Load a page; return (page, console errors, requests to other hosts)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def open_page(browser, server, page_path, width=1280, height=900):
+    """Load a page in a window ``width`` pixels wide; return (page, console errors, requests to other hosts)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     errors, foreign = [], []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -439,3 +439,119 @@ def test_search_finds_a_word_in_the_one_chapter_that_has_it(browser, server, wor
     assert chapter in hits, f"searching {word!r} did not find {chapter}; results: {hits}"
     others = [h for h in hits if h.startswith("notebooks/") and h != chapter]
     assert not others, f"searching {word!r} lists chapters that do not have it: {others}"
+
+
+
+# Phone width and dark mode ------------------------------------------------------------------------
+
+def _wait_for_math(page):
+    if page.evaluate("() => !!document.querySelector('.math, mjx-container')"):
+        page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0", timeout=15000)
+        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+
+
+# What of the page's text reaches past the right edge of the window without being in a box that
+# scrolls sideways (overflow-x auto or scroll): pushed off the page, or cut by a box that hides
+# its overflow. MathJax's copy for screen readers (mjx-assistive-mml) is hidden on purpose.
+BEYOND_THE_EDGE_JS = """() => {
+    const width = window.innerWidth, found = [];
+    const name = (e) => e.tagName.toLowerCase() + (e.className && e.className.baseVal === undefined && e.className
+        ? '.' + e.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
+    const article = document.querySelector('article.bd-article') || document.body;
+    for (const e of article.querySelectorAll('*')) {
+        if (e.closest('mjx-assistive-mml')) continue;
+        const box = e.getBoundingClientRect();
+        if (!(box.right > width + 1 && box.width > 0 && box.height > 0)) continue;
+        let verdict = 'off the page';
+        for (let a = e.parentElement; a; a = a.parentElement) {
+            const overflow = getComputedStyle(a).overflowX;
+            if (overflow === 'auto' || overflow === 'scroll') { verdict = null; break; }
+            if ((overflow === 'hidden' || overflow === 'clip') && a.getBoundingClientRect().right <= width + 1) {
+                verdict = 'cut by ' + name(a); break; }
+        }
+        if (verdict) found.push(name(e) + ' "' + (e.textContent || '').trim().slice(0, 40) + '" ' + verdict);
+    }
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_every_page_fits_a_phone(browser, server, page_path):
+    """At a 390-pixel viewport the page itself never scrolls sideways, and nothing is pushed past the
+    edge or cut off there: wide tables, code, outputs and formulas scroll inside their own box."""
+    page, errors, _ = open_page(browser, server, page_path, width=390, height=844)
+    try:
+        _wait_for_math(page)
+        sideways = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        beyond = page.evaluate(BEYOND_THE_EDGE_JS)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + "-phone.png")))
+    finally:
+        page.close()
+    assert sideways <= 1, f"{page_path} scrolls sideways by {sideways} px at 390 px"
+    assert not beyond, f"{page_path}: {len(beyond)} elements past the edge at 390 px, e.g. {beyond[:3]}"
+
+
+def _has_figures(page_path: str) -> bool:
+    return bool(re.search(r'<img (?![^>]*alt="Open in)', (SITE / page_path).read_text(encoding="utf-8")))
+
+
+# For every figure of the article: the colour behind it (the first opaque background of the image
+# or a box around it), and how much of the figure, drawn on that colour, is dark ink (lines, labels).
+FIGURES_JS = """() => {
+    const luminance = (colour) => {
+        const [r, g, b] = colour.match(/[\\d.]+/g).map(Number);
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    };
+    const behind = (e) => {
+        for (; e; e = e.parentElement) {
+            const c = getComputedStyle(e).backgroundColor, parts = c.match(/[\\d.]+/g);
+            if (parts && (parts.length < 4 || +parts[3] > 0.5)) return c;
+        }
+        return 'rgb(255, 255, 255)';
+    };
+    const figures = [];
+    for (const img of document.querySelectorAll('article img')) {
+        if (img.naturalWidth < 64 || (img.alt || '').startsWith('Open in')) continue;
+        const colour = behind(img), canvas = document.createElement('canvas');
+        const w = canvas.width = Math.min(img.naturalWidth, 300);
+        const h = canvas.height = Math.max(1, Math.round(w * img.naturalHeight / img.naturalWidth));
+        const g = canvas.getContext('2d');
+        g.fillStyle = colour;
+        g.fillRect(0, 0, w, h);
+        g.drawImage(img, 0, 0, w, h);
+        const d = g.getImageData(0, 0, w, h).data;
+        let ink = 0;
+        for (let i = 0; i < d.length; i += 4) if ((0.2126 * d[i] + 0.7152 * d[i + 1] + 0.0722 * d[i + 2]) / 255 < 0.5) ink++;
+        figures.push({src: img.getAttribute('src').slice(0, 60), behind: colour, light: luminance(colour),
+                      ink: ink / (w * h)});
+    }
+    return {theme: document.documentElement.dataset.theme, page: luminance(behind(document.querySelector('.bd-main'))),
+            figures};
+}"""
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if _has_figures(p)])
+def test_figures_stay_visible_in_dark_mode(browser, server, page_path):
+    """The reader switches the theme to dark (the button in the header): the page turns dark, and
+    every figure still sits on light paper, with its dark lines and labels showing."""
+    page, errors, _ = open_page(browser, server, page_path)
+    try:
+        # the button cycles through the modes (light, auto, dark, in an order that depends on the system's)
+        for _ in range(3):
+            if page.evaluate("() => document.documentElement.dataset.theme") == "dark":
+                break
+            page.locator(".theme-switch-button:visible").first.click()
+        page.evaluate("() => Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))")
+        seen = page.evaluate(FIGURES_JS)
+        page.locator("article img:not([alt^='Open in'])").first.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + "-dark.png")))
+    finally:
+        page.close()
+    assert seen["theme"] == "dark" and seen["page"] < 0.25, f"{page_path}: dark mode did not darken the page: {seen}"
+    assert seen["figures"], f"{page_path}: no figures found"
+    on_dark = [f for f in seen["figures"] if f["light"] < 0.8]
+    assert not on_dark, f"{page_path}: {len(on_dark)} figures on a dark background, e.g. {on_dark[:2]}"
+    blank = [f for f in seen["figures"] if f["ink"] < 0.001]
+    assert not blank, f"{page_path}: {len(blank)} figures with no visible ink in dark mode, e.g. {blank[:2]}"
