@@ -555,3 +555,9 @@ def test_figures_stay_visible_in_dark_mode(browser, server, page_path):
     assert not on_dark, f"{page_path}: {len(on_dark)} figures on a dark background, e.g. {on_dark[:2]}"
     blank = [f for f in seen["figures"] if f["ink"] < 0.001]
     assert not blank, f"{page_path}: {len(blank)} figures with no visible ink in dark mode, e.g. {blank[:2]}"
+
+
+def test_the_references_list_lee_hung_yis_course():
+    """The chapters build on Lee Hung-yi's Machine Learning course (NTU); the one bibliography has it."""
+    text = " ".join(_visible_text((SITE / "book" / "references.html").read_text(encoding="utf-8")).split())
+    assert "Hung-yi Lee" in text and "Machine Learning (機器學習)" in text and "National Taiwan University" in text
