@@ -345,6 +345,7 @@ def test_report_url_refuses_an_address_that_is_not_github():
 def _build_tiny_site(tmp_path: Path, url: str) -> Path:
     """A two-page Sphinx site with the book's theme and book/_ext/repository.py, built quietly."""
     from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
 
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
@@ -357,9 +358,12 @@ def _build_tiny_site(tmp_path: Path, url: str) -> Path:
     (src / "index.rst").write_text("The *first* page\n================\n\n.. toctree::\n\n   second\n",
                                    encoding="utf-8")
     (src / "second.rst").write_text("Second page\n===========\n\nText.\n", encoding="utf-8")
-    app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None,
-                 warning=None, freshenv=True)
-    app.build()
+    # docutils_namespace: the nodes and directives Sphinx registers are undone afterwards, so that
+    # another Sphinx build in the same process (tests/test_targets.py) starts as clean as this one
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None,
+                     warning=None, freshenv=True)
+        app.build()
     return out
 
 
