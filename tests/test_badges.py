@@ -306,3 +306,79 @@ def test_the_config_keeps_the_buttons_off_for_the_extension_to_decide():
     with pytest.raises(ValueError, match="repository URL"):
         get_final_config(user_yaml=config | {"html": config["html"] | {"use_repository_button": True}},
                          cli_config={"latex_individualpages": False}, sourcedir=ROOT)
+
+
+# the "report a problem" link that ends every page -----------------------------------------------
+
+def _query(href: str) -> dict:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(href)
+    return {"base": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            **{k: v[0] for k, v in parse_qs(parts.query, strict_parsing=True).items()}}
+
+
+def test_report_url_opens_a_new_issue_named_after_the_page():
+    found = _query(site_repository.report_url(URL, "notebooks/03_cnn", "3. Convolutional networks & ResNet"))
+    assert found["base"] == URL + "/issues/new"
+    assert "3. Convolutional networks & ResNet" in found["title"] and "notebooks/03_cnn.html" in found["title"]
+    assert "notebooks/03_cnn.html" in found["body"] and TAG in found["body"]
+
+
+def test_report_link_takes_the_title_as_text():
+    link = site_repository.report_link(URL, "book/glossary", "Glossary <code>English</code> / 中文 &amp; more")
+    href = re.search(r'href="([^"]+)"', link).group(1).replace("&amp;", "&")
+    assert _query(href)["title"] == "Problem on the page \u201cGlossary English / 中文 & more\u201d (book/glossary.html)"
+    assert site_repository.REPORT_CLASS in link and "Report a problem" in link
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_report_link_is_left_out_without_a_repository(url):
+    assert site_repository.report_link(url, "book/intro", "Intro") == ""
+
+
+def test_report_url_refuses_an_address_that_is_not_github():
+    with pytest.raises(ValueError, match="OWNER/NAME"):
+        site_repository.report_url("https://example.com/a/b", "book/intro", "Intro")
+
+
+def _build_tiny_site(tmp_path: Path, url: str) -> Path:
+    """A two-page Sphinx site with the book's theme and book/_ext/repository.py, built quietly."""
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+        "extensions = ['repository']\n"
+        "html_theme = 'sphinx_book_theme'\n"
+        f"html_theme_options = {{'repository_url': {url!r}, 'launch_buttons': {{}}}}\n", encoding="utf-8")
+    (src / "index.rst").write_text("The *first* page\n================\n\n.. toctree::\n\n   second\n",
+                                   encoding="utf-8")
+    (src / "second.rst").write_text("Second page\n===========\n\nText.\n", encoding="utf-8")
+    # docutils_namespace: the nodes and directives Sphinx registers are undone afterwards, so that
+    # another Sphinx build in the same process (tests/test_targets.py) starts as clean as this one
+    with docutils_namespace():
+        app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None,
+                     warning=None, freshenv=True)
+        app.build()
+    return out
+
+
+@pytest.mark.parametrize("url", [URL, ""])
+def test_every_page_of_a_built_site_ends_with_the_link_only_when_the_repository_is_set(tmp_path, url):
+    out = _build_tiny_site(tmp_path, url)
+    for page, title in (("index", "The first page"), ("second", "Second page")):
+        html = (out / f"{page}.html").read_text(encoding="utf-8")
+        links = re.findall(rf'<p class="{site_repository.REPORT_CLASS}">.*?href="([^"]+)"', html)
+        if not url:
+            assert not links and "/issues/new" not in html, f"{page}: a report link with no repository set"
+            continue
+        assert len(links) == 1, f"{page}: {len(links)} report links"
+        found = _query(links[0].replace("&amp;", "&"))
+        assert found["base"] == URL + "/issues/new"
+        assert f"\u201c{title}\u201d ({page}.html)" in found["title"]
+    search = (out / "search.html").read_text(encoding="utf-8")
+    assert site_repository.REPORT_CLASS not in search  # a page of the site's own, not of the book

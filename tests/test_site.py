@@ -92,9 +92,9 @@ def browser():
         b.close()
 
 
-def open_page(browser, server, page_path):
-    """Load a page; return (page, console errors, requests to other hosts)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def open_page(browser, server, page_path, width=1280, height=900):
+    """Load a page in a window ``width`` pixels wide; return (page, console errors, requests to other hosts)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     errors, foreign = [], []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -162,6 +162,34 @@ def test_links_to_the_repository_only_when_it_is_set(page):
         owner_name = url.removeprefix("https://github.com/")
         strangers = [h for h in repo_links if owner_name not in h]
         assert not strangers, f"{page} links to other repositories: {strangers}"
+
+
+def _toc_pages() -> list[str]:
+    """The pages of the book, as _toc.yml lists them (root first), by their address in the site."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    return [f"{f}.html" for f in files]
+
+
+@pytest.mark.parametrize("page", _toc_pages())
+def test_every_page_ends_with_a_report_link_only_when_the_repository_is_set(page):
+    """A new issue on the book's tracker, pre-filled with the page's name; left out while no repository is set
+    (the link itself: tests/test_badges.py)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    html = (SITE / page).read_text(encoding="utf-8")
+    links = re.findall(r'<p class="dlbook-report-problem">.*?href="([^"]+)"', html, re.S)
+    url = _repository_setting()
+    if not url:
+        assert not links, f"{page} has a report link although no repository is set"
+        return
+    assert len(links) == 1, f"{page}: {len(links)} report links"
+    href = links[0].replace("&amp;", "&")
+    assert href.startswith(f"{url}/issues/new?"), href
+    title = parse_qs(urlsplit(href).query)["title"][0]
+    assert f"({page})" in title, f"{page}: the report's title {title!r} does not name the page"
 
 
 RAW_TABLE = re.compile(r"^\s*\|[^\n]*\|\s*\n\s*\|[\s:|-]*-{3,}[\s:|-]*\|\s*$", re.M)
@@ -368,3 +396,168 @@ def test_the_glossarys_chinese_is_drawn_in_a_font_that_has_it(browser, server, s
     assert len(found["text"]) == 2, found
     assert not found["same"], (f"{found['text']!r} in the glossary's <{selector}> are drawn as the same "
                                f"glyph, an empty box: no font with Chinese characters (fonts-noto-cjk)")
+
+
+# Search (the site's own, offline: Sphinx's searchindex.js) ---------------------------------------
+
+def _chapters_mentioning(word: str) -> list[str]:
+    """The chapter pages whose notebook's text (any cell) holds ``word``."""
+    import json
+
+    found = []
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        if any(word.lower() in "".join(c["source"]).lower() for c in cells):
+            found.append(f"notebooks/{notebook.stem}.html")
+    return found
+
+
+@pytest.mark.parametrize("word, chapter", [("Weisfeiler", "notebooks/06_gnn.html"),
+                                           ("im2col", "notebooks/03_cnn.html")])
+def test_search_finds_a_word_in_the_one_chapter_that_has_it(browser, server, word, chapter):
+    """A reader clicks the search field on the landing page, types a word only one chapter uses and
+    presses Enter: the search page lists that chapter, and no other chapter."""
+    assert _chapters_mentioning(word) == [chapter], (
+        f"pick another word: {word!r} is in {_chapters_mentioning(word)}, not only in {chapter}")
+    page, errors, _ = open_page(browser, server, "book/intro.html")
+    try:
+        page.locator(".search-button-field:visible").first.click()
+        field = page.locator("input[name=q]:visible").first
+        field.fill(word)
+        field.press("Enter")
+        page.wait_for_url("**/search.html?q=*")
+        # searchtools.js writes the heading "Search Results" when it has finished, hits or none
+        page.wait_for_function("() => /Search Results/.test(document.querySelector('#search-results h2')?.textContent)",
+                               timeout=15000)
+        hits = page.evaluate("() => Array.from(document.querySelectorAll('#search-results li a'))"
+                             ".map(a => new URL(a.getAttribute('href'), location.href).pathname.replace(/^\\//, ''))")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"search-{word}.png"))
+    finally:
+        page.close()
+    assert not errors, f"console errors while searching: {errors}"
+    assert chapter in hits, f"searching {word!r} did not find {chapter}; results: {hits}"
+    others = [h for h in hits if h.startswith("notebooks/") and h != chapter]
+    assert not others, f"searching {word!r} lists chapters that do not have it: {others}"
+
+
+
+# Phone width and dark mode ------------------------------------------------------------------------
+
+def _wait_for_math(page):
+    if page.evaluate("() => !!document.querySelector('.math, mjx-container')"):
+        page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0", timeout=15000)
+        page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
+
+
+# What of the page's text reaches past the right edge of the window without being in a box that
+# scrolls sideways (overflow-x auto or scroll): pushed off the page, or cut by a box that hides
+# its overflow. MathJax's copy for screen readers (mjx-assistive-mml) is hidden on purpose.
+BEYOND_THE_EDGE_JS = """() => {
+    const width = window.innerWidth, found = [];
+    const name = (e) => e.tagName.toLowerCase() + (e.className && e.className.baseVal === undefined && e.className
+        ? '.' + e.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
+    const article = document.querySelector('article.bd-article') || document.body;
+    for (const e of article.querySelectorAll('*')) {
+        if (e.closest('mjx-assistive-mml')) continue;
+        const box = e.getBoundingClientRect();
+        if (!(box.right > width + 1 && box.width > 0 && box.height > 0)) continue;
+        let verdict = 'off the page';
+        for (let a = e.parentElement; a; a = a.parentElement) {
+            const overflow = getComputedStyle(a).overflowX;
+            if (overflow === 'auto' || overflow === 'scroll') { verdict = null; break; }
+            if ((overflow === 'hidden' || overflow === 'clip') && a.getBoundingClientRect().right <= width + 1) {
+                verdict = 'cut by ' + name(a); break; }
+        }
+        if (verdict) found.push(name(e) + ' "' + (e.textContent || '').trim().slice(0, 40) + '" ' + verdict);
+    }
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_every_page_fits_a_phone(browser, server, page_path):
+    """At a 390-pixel viewport the page itself never scrolls sideways, and nothing is pushed past the
+    edge or cut off there: wide tables, code, outputs and formulas scroll inside their own box."""
+    page, errors, _ = open_page(browser, server, page_path, width=390, height=844)
+    try:
+        _wait_for_math(page)
+        sideways = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        beyond = page.evaluate(BEYOND_THE_EDGE_JS)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + "-phone.png")))
+    finally:
+        page.close()
+    assert sideways <= 1, f"{page_path} scrolls sideways by {sideways} px at 390 px"
+    assert not beyond, f"{page_path}: {len(beyond)} elements past the edge at 390 px, e.g. {beyond[:3]}"
+
+
+def _has_figures(page_path: str) -> bool:
+    return bool(re.search(r'<img (?![^>]*alt="Open in)', (SITE / page_path).read_text(encoding="utf-8")))
+
+
+# For every figure of the article: the colour behind it (the first opaque background of the image
+# or a box around it), and how much of the figure, drawn on that colour, is dark ink (lines, labels).
+FIGURES_JS = """() => {
+    const luminance = (colour) => {
+        const [r, g, b] = colour.match(/[\\d.]+/g).map(Number);
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+    };
+    const behind = (e) => {
+        for (; e; e = e.parentElement) {
+            const c = getComputedStyle(e).backgroundColor, parts = c.match(/[\\d.]+/g);
+            if (parts && (parts.length < 4 || +parts[3] > 0.5)) return c;
+        }
+        return 'rgb(255, 255, 255)';
+    };
+    const figures = [];
+    for (const img of document.querySelectorAll('article img')) {
+        if (img.naturalWidth < 64 || (img.alt || '').startsWith('Open in')) continue;
+        const colour = behind(img), canvas = document.createElement('canvas');
+        const w = canvas.width = Math.min(img.naturalWidth, 300);
+        const h = canvas.height = Math.max(1, Math.round(w * img.naturalHeight / img.naturalWidth));
+        const g = canvas.getContext('2d');
+        g.fillStyle = colour;
+        g.fillRect(0, 0, w, h);
+        g.drawImage(img, 0, 0, w, h);
+        const d = g.getImageData(0, 0, w, h).data;
+        let ink = 0;
+        for (let i = 0; i < d.length; i += 4) if ((0.2126 * d[i] + 0.7152 * d[i + 1] + 0.0722 * d[i + 2]) / 255 < 0.5) ink++;
+        figures.push({src: img.getAttribute('src').slice(0, 60), behind: colour, light: luminance(colour),
+                      ink: ink / (w * h)});
+    }
+    return {theme: document.documentElement.dataset.theme, page: luminance(behind(document.querySelector('.bd-main'))),
+            figures};
+}"""
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if _has_figures(p)])
+def test_figures_stay_visible_in_dark_mode(browser, server, page_path):
+    """The reader switches the theme to dark (the button in the header): the page turns dark, and
+    every figure still sits on light paper, with its dark lines and labels showing."""
+    page, errors, _ = open_page(browser, server, page_path)
+    try:
+        # the button cycles through the modes (light, auto, dark, in an order that depends on the system's)
+        for _ in range(3):
+            if page.evaluate("() => document.documentElement.dataset.theme") == "dark":
+                break
+            page.locator(".theme-switch-button:visible").first.click()
+        page.evaluate("() => Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))")
+        seen = page.evaluate(FIGURES_JS)
+        page.locator("article img:not([alt^='Open in'])").first.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / (page_path.replace("/", "__").removesuffix(".html") + "-dark.png")))
+    finally:
+        page.close()
+    assert seen["theme"] == "dark" and seen["page"] < 0.25, f"{page_path}: dark mode did not darken the page: {seen}"
+    assert seen["figures"], f"{page_path}: no figures found"
+    on_dark = [f for f in seen["figures"] if f["light"] < 0.8]
+    assert not on_dark, f"{page_path}: {len(on_dark)} figures on a dark background, e.g. {on_dark[:2]}"
+    blank = [f for f in seen["figures"] if f["ink"] < 0.001]
+    assert not blank, f"{page_path}: {len(blank)} figures with no visible ink in dark mode, e.g. {blank[:2]}"
+
+
+def test_the_references_list_lee_hung_yis_course():
+    """The chapters build on Lee Hung-yi's Machine Learning course (NTU); the one bibliography has it."""
+    text = " ".join(_visible_text((SITE / "book" / "references.html").read_text(encoding="utf-8")).split())
+    assert "Hung-yi Lee" in text and "Machine Learning (機器學習)" in text and "National Taiwan University" in text
