@@ -145,26 +145,41 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
 
 
-def _format(value: float, quantity: str) -> str:
-    """Seconds or bytes, in a unit that keeps three or four digits."""
+def _unit(value: float, quantity: str) -> tuple[str, float]:
+    """The unit (and its size) that shows ``value`` with three or four digits."""
     units = ((("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)) if quantity == "time"
              else (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1)))
-    unit, scale = next(((u, s) for u, s in units if value >= s), units[-1])
+    return next(((u, s) for u, s in units if value >= s), units[-1])
+
+
+def _format(value: float, quantity: str) -> str:
+    """Seconds or bytes, in a unit that keeps three or four digits."""
+    unit, scale = _unit(value, quantity)
     return f"{_number(value / scale)} {unit}"
+
+
+def _format_range(low: float, high: float, quantity: str) -> str:
+    """``low–high`` in the unit of ``high``."""
+    unit, scale = _unit(high, quantity)
+    return f"{_number(low / scale)}–{_number(high / scale)} {unit}"
 
 
 def _ratio(value: float) -> str:
     return f"{value:.1e}" if value >= 10_000 else _number(value)
 
 
-def _check_widths(names, size_label: str) -> None:
+RANGE_WIDTH = 17  # the column of ranges over rounds, with its gap
+
+
+def _check_widths(names, size_label: str, ranges: bool = False) -> None:
     """The printed table fits the book's column: the size and value columns
-    take up to 26 characters, leaving the rest to the label and the names."""
+    take up to 26 characters (43 with a column of ranges over rounds),
+    leaving the rest to the label and the names."""
     check_str(size_label, "size_label")
     for name in names:
         if not isinstance(name, str) or not name:
             raise ValueError(f"function names must be non-empty strings; got {name!r}")
-    room = WIDTH - 26
+    room = WIDTH - 26 - (RANGE_WIDTH if ranges else 0)
     if len(size_label) + max(map(len, names)) > room:
         raise ValueError(f"size_label ({len(size_label)} characters) and the longest name "
                          f"({max(map(len, names))}) must together be at most {room} characters, "
@@ -177,22 +192,39 @@ class Comparison:
 
     ``values[name][i]`` is the time in seconds (``quantity="time"``) or the
     peak memory in bytes (``"memory"``) of function ``name`` at
-    ``sizes[i]``. ``print(comparison)`` shows a table that fits 79
-    columns; :meth:`markdown` gives the same table in Markdown;
-    :meth:`plot` draws it.
+    ``sizes[i]``. When the measurement was repeated in several rounds,
+    ``rounds[name][i]`` holds each round's value and ``values`` their
+    median. ``print(comparison)`` shows a table that fits 79 columns (with
+    the range over the rounds, if there were several); :meth:`markdown`
+    gives the same table in Markdown; :meth:`plot` draws it.
     """
 
     quantity: str
     sizes: tuple[int, ...]
     values: Mapping[str, tuple[float, ...]]
     size_label: str = "size"
+    rounds: Mapping[str, tuple[tuple[float, ...], ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.quantity not in QUANTITIES:
             raise ValueError(f"quantity must be one of {', '.join(map(repr, QUANTITIES))}; got {self.quantity!r}")
         if not self.values or any(len(v) != len(self.sizes) for v in self.values.values()):
             raise ValueError(f"values must hold one number per size ({len(self.sizes)}) for each function")
-        _check_widths(list(self.values), self.size_label)
+        if self.rounds is not None and (set(self.rounds) != set(self.values) or any(
+                len(r) != len(self.sizes) or any(len(x) == 0 for x in r) for r in self.rounds.values())):
+            raise ValueError("rounds must hold, for each function of values, a non-empty tuple of values "
+                             "per size")
+        _check_widths(list(self.values), self.size_label, ranges=self.rounds is not None)
+
+    def ratios(self, name: str, other: str) -> list[tuple[float, ...]]:
+        """``name``'s value over ``other``'s at each size, round by round
+        (one ratio per size without rounds)."""
+        for n in (name, other):
+            if n not in self.values:
+                raise KeyError(f"{n!r} is not one of the functions compared: {', '.join(map(repr, self.values))}")
+        if self.rounds is None:
+            return [(a / b,) for a, b in zip(self.values[name], self.values[other])]
+        return [tuple(a / b for a, b in zip(ra, rb)) for ra, rb in zip(self.rounds[name], self.rounds[other])]
 
     def rows(self) -> list[tuple[int, str, float, float]]:
         """``(size, name, value, times the smallest value at that size)``, size by size."""
@@ -204,22 +236,35 @@ class Comparison:
                 rows.append((size, name, v[i], ratio))
         return rows
 
-    def _cells(self) -> list[tuple[str, str, str, str]]:
+    def _cells(self) -> list[tuple[str, ...]]:
         header = (self.size_label, "what", "peak memory" if self.quantity == "memory" else "time",
                   "× best")
-        return [header] + [(str(size), name, _format(value, self.quantity), _ratio(ratio))
-                           for size, name, value, ratio in self.rows()]
+        cells = [header] + [(str(size), name, _format(value, self.quantity), _ratio(ratio))
+                            for size, name, value, ratio in self.rows()]
+        if self.rounds is None:
+            return cells
+        n_rounds = min(len(r) for per_size in self.rounds.values() for r in per_size)
+        ranges = [f"{n_rounds} rounds"] + [
+            _format_range(min(self.rounds[name][self.sizes.index(size)]),
+                          max(self.rounds[name][self.sizes.index(size)]), self.quantity)
+            for size, name, _, _ in self.rows()]
+        return [row + (r,) for row, r in zip(cells, ranges)]
 
     def __str__(self) -> str:
         cells = self._cells()
-        widths = [max(len(row[i]) for row in cells) for i in range(4)]
-        lines = [f"{a:>{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}".rstrip()
-                 for a, b, c, d in cells]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        lines = []
+        for row in cells:
+            a, b, c, d = row[:4]
+            line = f"{a:>{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d:>{widths[3]}}"
+            if len(row) > 4:
+                line += f"  {row[4]:>{widths[4]}}"
+            lines.append(line.rstrip())
         return "\n".join(lines)
 
     def markdown(self) -> str:
         cells = self._cells()
-        lines = ["| " + " | ".join(cells[0]) + " |", "|---:|---|---:|---:|"]
+        lines = ["| " + " | ".join(cells[0]) + " |", "|---:|---|---:|---:|" + ("---:|" if len(cells[0]) > 4 else "")]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
         return "\n".join(lines)
 
@@ -252,7 +297,7 @@ class Comparison:
 def compare_sizes(fns: Mapping[str, Callable[..., Any]], sizes: Sequence[int],
                   make_input: Callable[[int], Any], *, measure: str = "time",
                   repeats: int | Callable[[int], int] = 5, size_label: str = "size",
-                  device: torch.device | str | None = None) -> Comparison:
+                  device: torch.device | str | None = None, rounds: int = 1) -> Comparison:
     """Measure every function of ``fns`` on inputs of every size in ``sizes``.
 
     For each size, ``make_input(size)`` makes the input once (a tuple is
@@ -261,6 +306,12 @@ def compare_sizes(fns: Mapping[str, Callable[..., Any]], sizes: Sequence[int],
     depend on the size: a function ``size -> int``), or its peak memory
     (:func:`peak_memory`, after one call that warms up). Run it under
     ``torch.no_grad()`` to leave autograd's bookkeeping out.
+
+    With ``rounds`` above 1 (times only), the functions are measured in
+    turn, ``rounds`` times over at each size (ours, theirs, ours, theirs,
+    ...), so that a slow spell of the machine falls on all of them; the
+    value is the median of the rounds' medians, and the result keeps every
+    round (``Comparison.rounds``; the table shows their range).
 
     Example::
 
@@ -284,19 +335,32 @@ def compare_sizes(fns: Mapping[str, Callable[..., Any]], sizes: Sequence[int],
         raise ValueError(f"measure must be one of {', '.join(map(repr, QUANTITIES))}; got {measure!r}")
     if not callable(repeats):
         check_int(repeats, "repeats", 1)
+    rounds = check_int(rounds, "rounds", 1)
+    if rounds > 1 and measure != "time":
+        raise ValueError(f"rounds apply to times only (a peak memory does not vary); got rounds={rounds} "
+                         f"with measure={measure!r}")
+    _check_widths(list(fns), size_label, ranges=rounds > 1)
     values: dict[str, list[float]] = {name: [] for name in fns}
+    per_round: dict[str, list[tuple[float, ...]]] = {name: [] for name in fns}
     for size in sizes:
         args = make_input(size)
         args = args if isinstance(args, tuple) else (args,)
-        for name, fn in fns.items():
-            call = (lambda f=fn: f(*args))
-            if measure == "time":
-                n = repeats(size) if callable(repeats) else repeats
-                values[name].append(median_time(call, n, device=device))
-            else:
+        if measure == "time":
+            n = repeats(size) if callable(repeats) else repeats
+            measured: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(rounds):
+                for name, fn in fns.items():
+                    measured[name].append(median_time(lambda f=fn: f(*args), n, device=device))
+            for name in fns:
+                values[name].append(statistics.median(measured[name]))
+                per_round[name].append(tuple(measured[name]))
+        else:
+            for name, fn in fns.items():
+                call = (lambda f=fn: f(*args))
                 call()  # warm-up: one-off allocations are not the function's cost
                 values[name].append(float(peak_memory(call, device="cpu" if device is None else device)))
-    return Comparison(measure, sizes, {k: tuple(v) for k, v in values.items()}, size_label)
+    return Comparison(measure, sizes, {k: tuple(v) for k, v in values.items()}, size_label,
+                      {k: tuple(v) for k, v in per_round.items()} if rounds > 1 else None)
 
 
 def growth_exponent(sizes: Sequence[float], values: Sequence[float]) -> float:

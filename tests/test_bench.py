@@ -248,6 +248,46 @@ def test_compare_sizes_times_each_function_at_each_size(fake_median):
         "| image size | what | time | × best |", "|---:|---|---:|---:|", "| 2 | ours | 8 ms | 4 |"]
 
 
+def test_compare_sizes_in_rounds_takes_turns_and_keeps_every_round(monkeypatch):
+    calls = []
+
+    def median_time(fn, n, device=None):  # the 'time' is the order of the call
+        calls.append(fn())
+        return float(len(calls))
+
+    monkeypatch.setattr(bench, "median_time", median_time)
+    result = bench.compare_sizes({"ours": lambda n: ("ours", n), "torch": lambda n: ("torch", n)},
+                                 [4, 8], lambda n: n, repeats=3, rounds=3)
+    assert calls == [("ours", 4), ("torch", 4)] * 3 + [("ours", 8), ("torch", 8)] * 3  # in turn
+    assert result.rounds == {"ours": ((1.0, 3.0, 5.0), (7.0, 9.0, 11.0)),
+                             "torch": ((2.0, 4.0, 6.0), (8.0, 10.0, 12.0))}
+    assert result.values == {"ours": (3.0, 9.0), "torch": (4.0, 10.0)}  # the median of the rounds
+    assert result.ratios("ours", "torch") == [(0.5, 0.75, 5 / 6), (7 / 8, 0.9, 11 / 12)]
+    lines = str(result).splitlines()
+    assert lines[0].split()[-2:] == ["3", "rounds"]
+    assert lines[1].endswith("1–5 s") and lines[4].endswith("8–12 s")
+    assert max(len(line) for line in lines) <= bench.WIDTH
+    assert result.markdown().splitlines()[1] == "|---:|---|---:|---:|---:|"
+    with pytest.raises(KeyError, match="not one of"):
+        result.ratios("ours", "jax")
+
+
+def test_one_round_has_one_ratio_per_size(fake_median):
+    result = bench.compare_sizes({"a": lambda n: 2.0 * n, "b": lambda n: 1.0 * n}, [1, 2], lambda n: n)
+    assert result.rounds is None and result.ratios("a", "b") == [(2.0,), (2.0,)]
+
+
+def test_rounds_bad_input():
+    with pytest.raises(ValueError, match="rounds"):
+        bench.compare_sizes({"a": len}, [8], lambda n: [0] * n, rounds=0)
+    with pytest.raises(ValueError, match="times only"):
+        bench.compare_sizes({"a": lambda n: torch.empty(n)}, [8], lambda n: n, measure="memory", rounds=2)
+    with pytest.raises(ValueError, match="rounds must hold"):
+        bench.Comparison("time", (8,), {"a": (1.0,)}, rounds={"a": ((),)})
+    with pytest.raises(ValueError, match="at most 36 characters"):
+        bench.Comparison("time", (8,), {"x" * 30: (1.0,)}, "image size", rounds={"x" * 30: ((1.0,),)})
+
+
 def test_compare_sizes_passes_a_single_input_as_one_argument(fake_median):
     result = bench.compare_sizes({"len": lambda x: float(len(x))}, [3], lambda n: list(range(n)), repeats=1)
     assert result.values == {"len": (3.0,)}
