@@ -768,6 +768,38 @@ class SpatialTransformer(nn.Module):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+class TransformedClassifier(nn.Module):
+    """A :class:`SpatialTransformer` in front of a trained classifier that stays as it is.
+
+    Only the transformer learns: ``classifier`` is frozen in place (its
+    parameters stop requiring gradients, so pass a copy to keep the
+    original trainable) and stays in evaluation mode, with its batch
+    normalization's running statistics and its dropout as after its own
+    training, even while the whole model trains. Whatever the transformer
+    learns, it learns from the classifier's loss alone.
+
+    Shapes:
+        x: (B, C, H, W) -> the classifier's output, (B, K)
+    """
+
+    def __init__(self, classifier: nn.Module, transformer: SpatialTransformer | None = None):
+        super().__init__()
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be an nn.Module; got {type(classifier).__name__}")
+        if transformer is not None and not isinstance(transformer, SpatialTransformer):
+            raise TypeError(f"transformer must be a SpatialTransformer; got {type(transformer).__name__}")
+        self.transformer = SpatialTransformer() if transformer is None else transformer
+        self.classifier = classifier.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "TransformedClassifier":
+        super().train(mode)
+        self.classifier.eval()  # frozen: its batch norm and dropout stay as trained
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.transformer(x))
+
+
 def rotation_degrees(theta: torch.Tensor) -> torch.Tensor:
     r"""The rotation in each affine map, in degrees, counter-clockwise as seen.
 

@@ -920,3 +920,24 @@ def test_rotation_degrees_reads_back_the_angle_of_rotate_and_ignores_scale():
     assert turned[0, 0, 2, 0] > 0.99  # now left of the centre
     with pytest.raises(ValueError, match=r"\(B, 2, 3\)"):
         cnn.rotation_degrees(torch.zeros(2, 3))
+
+
+def test_transformed_classifier_trains_only_the_transformer():
+    classifier = cnn.mnist_classifier()
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    model = cnn.TransformedClassifier(classifier)
+    model.train()
+    assert model.transformer.training and not classifier.training  # BN and dropout stay as trained
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    with torch.no_grad():
+        assert torch.allclose(model(x), classifier(x), atol=1e-4)  # the identity at the start
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())  # running stats too
+    assert model.transformer.head[-1].bias.grad.abs().sum() > 0
+    assert count_parameters(model) == count_parameters(model.transformer)
+    with pytest.raises(TypeError, match="classifier"):
+        cnn.TransformedClassifier(lambda v: v)
+    with pytest.raises(TypeError, match="SpatialTransformer"):
+        cnn.TransformedClassifier(classifier, nn.Identity())
