@@ -12,7 +12,8 @@
 - :func:`seconds_per_epoch`: what one epoch of training a model costs;
 - :func:`count_parameters`: trainable parameters;
 - :func:`layer_costs`: parameters and multiply-adds of every convolution
-  and linear layer, for one example.
+  and linear layer, for one example;
+- :func:`shape_table`: what each layer of a stack makes of a batch's shape.
 
 The numbers are measured on this machine, now: run on an idle machine
 when they are to be stored.
@@ -472,6 +473,63 @@ class Costs(list):
                          f"{c.multiply_adds:13,d} {c.multiply_adds / total:6.1%}")
         lines.append(f"{'total':16s} {'':9s} {'':>12s} {self.parameters:11,d} {self.multiply_adds:13,d}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One layer of a stack: its class name, the shape it makes of the
+    batch, and its trainable parameters."""
+
+    kind: str
+    output_shape: tuple[int, ...]
+    parameters: int
+
+
+class Shapes(list):
+    """The :class:`LayerShape` of every layer, in order. ``print`` shows a
+    table that fits 79 columns."""
+
+    def __str__(self) -> str:
+        return "\n".join(f"{s.kind:17s} {str(s.output_shape):17s} {s.parameters:10,d} parameters" for s in self)
+
+
+def shape_table(layers: Sequence[nn.Module], x: torch.Tensor) -> Shapes:
+    """Pass ``x`` through ``layers`` one at a time and record what each makes of it.
+
+    ``layers`` is an ``nn.Sequential`` (or any sequence of modules applied
+    in turn). The batch's shape after each layer is recorded with the
+    layer's trainable parameters. Placeholders that leave the batch as it
+    is (``nn.Identity``, ``nn.Dropout(0)``, which a network has where a
+    variant has batch normalization or dropout) are left out of the table.
+    The layers run in evaluation mode, without gradients; their modes are
+    restored.
+
+    Shapes:
+        x: (B, ...) -> one row per layer, each with the batch's shape after it
+    """
+    if isinstance(layers, nn.Module) and not isinstance(layers, (nn.Sequential, nn.ModuleList)):
+        raise TypeError(f"layers must be an nn.Sequential or a sequence of modules; got one "
+                        f"{type(layers).__name__} (wrap it: nn.Sequential(module))")
+    if not isinstance(layers, (nn.Sequential, nn.ModuleList, list, tuple)):
+        raise TypeError(f"layers must be an nn.Sequential or a sequence of modules; got {describe(layers)}")
+    layers = list(layers)
+    for i, layer in enumerate(layers):
+        check_module(layer, f"layers[{i}]")
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a batch tensor (B, ...); got {describe(x)}")
+    modes = [layer.training for layer in layers]
+    table = Shapes()
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                x = layer.eval()(x)
+                placeholder = isinstance(layer, nn.Identity) or (isinstance(layer, nn.Dropout) and layer.p == 0)
+                if not placeholder:
+                    table.append(LayerShape(type(layer).__name__, tuple(x.shape), count_parameters(layer)))
+    finally:
+        for layer, mode in zip(layers, modes):
+            layer.train(mode)
+    return table
 
 
 def layer_costs(model: nn.Module, x: torch.Tensor) -> Costs:

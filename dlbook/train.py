@@ -627,6 +627,52 @@ def evaluate(model: nn.Module, loader: Iterable, step: Step | None = None, *,
     return {key: total / count for key, total in totals.items()}
 
 
+def predictions(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None,
+                amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class ``model`` gives every example of ``loader`` (the argmax of
+    its scores), with the labels.
+
+    The model runs in evaluation mode, batch by batch, without gradients and
+    under the same mixed precision as :func:`evaluate` (``amp``), so that
+    the accuracy of these predictions is the accuracy :func:`evaluate`
+    reports. Hand them to :func:`dlbook.stats.accuracy`, or the ``y_hat ==
+    y`` of two models on the same examples to :func:`dlbook.stats.mcnemar`.
+    The model's training mode is restored afterwards.
+
+    Shapes:
+        loader: batches (x (B, ...), y (B,)) -> y_hat (N,), y (N,), int64 on the CPU
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    amp = check_bool(amp, "amp")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = check_device(device)
+    was_training = model.training
+    model.eval()
+    found, labels = [], []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+                    raise ValueError(f"loader must yield (x, y) batches; got a {type(batch).__name__}"
+                                     + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else ""))
+                x, y = to_device(batch, device)
+                with autocast(device, enabled=amp):
+                    scores = model(x)  # (B, K)
+                if scores.dim() != 2 or scores.shape[0] != len(y):
+                    raise ValueError(f"the model must return scores of shape (B, K) = ({len(y)}, K); "
+                                     f"got {tuple(scores.shape)}")
+                found.append(scores.argmax(1).cpu())
+                labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not found:
+        raise ValueError("predictions() got an empty loader")
+    return torch.cat(found).long(), torch.cat(labels).long()
+
+
 # random state -----------------------------------------------------------------
 
 def _rng_state() -> dict:

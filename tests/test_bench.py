@@ -472,3 +472,26 @@ def test_growth_exponent_is_the_slope_on_log_log_axes():
         bench.growth_exponent([1, 2], [0.0, 1.0])
     with pytest.raises(ValueError, match="at least 2"):
         bench.growth_exponent([1], [1.0])
+
+
+def test_shape_table_follows_the_batch_and_skips_placeholders():
+    layers = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Identity(), nn.ReLU(), nn.Dropout(0.0), nn.Flatten(),
+                           nn.Linear(4 * 6 * 6, 10), nn.Dropout(0.5), nn.BatchNorm1d(10))
+    layers.train()
+    table = bench.shape_table(layers, torch.zeros(2, 1, 8, 8))
+    assert [(s.kind, s.output_shape, s.parameters) for s in table] == [
+        ("Conv2d", (2, 4, 6, 6), 40), ("ReLU", (2, 4, 6, 6), 0), ("Flatten", (2, 144), 0),
+        ("Linear", (2, 10), 1450), ("Dropout", (2, 10), 0), ("BatchNorm1d", (2, 10), 20)]
+    assert all(m.training for m in layers)  # run in eval mode (dropout 0.5 off), modes restored
+    lines = str(table).splitlines()
+    assert lines[3] == "Linear            (2, 10)                1,450 parameters"
+    assert max(map(len, lines)) <= 79
+
+
+def test_shape_table_bad_input():
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        bench.shape_table(nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 5, 5))
+    with pytest.raises(TypeError, match=r"layers\[1\]"):
+        bench.shape_table([nn.ReLU(), "relu"], torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="batch tensor"):
+        bench.shape_table(nn.Sequential(nn.ReLU()), torch.zeros(3))

@@ -854,3 +854,90 @@ def test_a_shift_that_leaves_nothing_of_the_image_is_refused(pixels):
     with pytest.raises(ValueError, match=r"pixels must lie in \[-7, 7\] for 8x8 images"):
         cnn.shift(x, pixels)
     assert cnn.shift(x, 7).shape == x.shape and cnn.shift(x, -7).shape == x.shape
+
+
+# spatial transformer ----------------------------------------------------------
+
+def test_spatial_transformer_starts_as_the_identity():
+    stn = cnn.SpatialTransformer()
+    x = torch.randn(3, 1, 28, 28)
+    theta = stn.theta(x)
+    assert theta.shape == (3, 2, 3)
+    assert torch.allclose(theta, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(3, 2, 3))
+    assert torch.allclose(stn(x), x, atol=1e-5)
+
+
+def test_spatial_transformer_resamples_through_its_theta_like_rotate():
+    stn = cnn.SpatialTransformer()
+    angle = torch.deg2rad(torch.tensor(30.0))
+    with torch.no_grad():  # make the localization network answer a fixed rotation
+        stn.head[-1].bias.copy_(torch.tensor([angle.cos(), -angle.sin(), 0, angle.sin(), angle.cos(), 0]))
+    x = torch.zeros(2, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0  # a bar on a background of 0, away from the border
+    assert torch.allclose(stn(x), cnn.rotate(x, 30.0, fill=0.0), atol=1e-5)
+    assert torch.allclose(cnn.rotation_degrees(stn.theta(x)), torch.tensor([30.0, 30.0]), atol=1e-4)
+
+
+def test_spatial_transformer_learns_from_the_loss_behind_it():
+    stn = cnn.SpatialTransformer()
+    x = torch.randn(4, 1, 28, 28)
+    target = cnn.rotate(x, 20.0)
+    F.mse_loss(stn(x), target).backward()
+    grads = [p.grad for p in stn.parameters()]
+    assert all(g is not None for g in grads)
+    assert stn.head[-1].bias.grad.abs().sum() > 0  # the loss reaches theta through the sampler
+
+
+@pytest.mark.parametrize("x, match", [
+    (torch.zeros(2, 3, 28, 28), r"\(B, 1, H, W\)"),
+    (torch.zeros(2, 1, 32, 32), r"expects \(B, 1, 28, 28\)"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.long), "floating"),
+])
+def test_spatial_transformer_bad_input(x, match):
+    with pytest.raises(ValueError, match=match):
+        cnn.SpatialTransformer()(x)
+
+
+def test_spatial_transformer_sizes():
+    assert cnn.SpatialTransformer(in_channels=3, size=32)(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="at least 20"):
+        cnn.SpatialTransformer(size=16)
+    with pytest.raises(ValueError, match="in_channels"):
+        cnn.SpatialTransformer(in_channels=0)
+
+
+def test_rotation_degrees_reads_back_the_angle_of_rotate_and_ignores_scale():
+    angles = torch.tensor([-170.0, -45.0, 0.0, 10.0, 90.0])
+    a = torch.deg2rad(angles)
+    rotation = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros(5)], 1),
+                            torch.stack([a.sin(), a.cos(), torch.zeros(5)], 1)], 1)  # (5, 2, 3)
+    assert torch.allclose(cnn.rotation_degrees(rotation), angles, atol=1e-4)
+    assert torch.allclose(cnn.rotation_degrees(0.5 * rotation), angles, atol=1e-4)
+    # rotate() turns a picture the way its theta's angle says (counter-clockwise as seen)
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 0, 2] = 1.0  # a dot above the centre
+    turned = cnn.rotate(x, 90.0, fill=0.0)
+    assert turned[0, 0, 2, 0] > 0.99  # now left of the centre
+    with pytest.raises(ValueError, match=r"\(B, 2, 3\)"):
+        cnn.rotation_degrees(torch.zeros(2, 3))
+
+
+def test_transformed_classifier_trains_only_the_transformer():
+    classifier = cnn.mnist_classifier()
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    model = cnn.TransformedClassifier(classifier)
+    model.train()
+    assert model.transformer.training and not classifier.training  # BN and dropout stay as trained
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    with torch.no_grad():
+        assert torch.allclose(model(x), classifier(x), atol=1e-4)  # the identity at the start
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())  # running stats too
+    assert model.transformer.head[-1].bias.grad.abs().sum() > 0
+    assert count_parameters(model) == count_parameters(model.transformer)
+    with pytest.raises(TypeError, match="classifier"):
+        cnn.TransformedClassifier(lambda v: v)
+    with pytest.raises(TypeError, match="SpatialTransformer"):
+        cnn.TransformedClassifier(classifier, nn.Identity())

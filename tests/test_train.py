@@ -1393,3 +1393,33 @@ def test_killed_run_restarted_ends_with_the_same_weights(tmp_path, mode, block_a
     assert len(ours["history"]) == records
     # the restart did train: its weights moved on from the checkpoint
     assert not torch.equal(ours["model"]["0.0.weight"], killed_state["model"]["0.0.weight"])
+
+
+# predictions ------------------------------------------------------------------
+
+def test_predictions_agree_with_evaluate_and_restore_the_mode(toy_classification):
+    x, y = toy_classification
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, int(y.max()) + 1))
+    model.train()
+    loader = BatchLoader(x, y, batch_size=100)  # 100, 100, 40
+    y_hat, labels = train.predictions(model, loader, device="cpu", amp=False)
+    assert y_hat.shape == y.shape and y_hat.dtype == torch.int64 and torch.equal(labels, y)
+    assert model.training  # restored
+    with torch.no_grad():
+        assert torch.equal(y_hat, model.eval()(x).argmax(1))  # in eval mode: dropout off
+    acc = train.evaluate(model, loader, device="cpu", amp=False)["acc"]
+    assert (y_hat == labels).double().mean().item() == pytest.approx(acc)
+
+
+def test_predictions_bad_input(toy_classification):
+    x, y = toy_classification
+    model = nn.Linear(x.shape[1], 3)
+    with pytest.raises(ValueError, match=r"\(x, y\) batches; got a Tensor"):
+        train.predictions(model, [x])
+    with pytest.raises(ValueError, match="empty"):
+        train.predictions(model, [])
+    with pytest.raises(ValueError, match=r"scores of shape \(B, K\)"):
+        train.predictions(nn.Flatten(0), [(x, y)])
+    with pytest.raises(TypeError, match="nn.Module"):
+        train.predictions(lambda v: v, [(x, y)])
