@@ -12,11 +12,12 @@ group                       functions
 ==========================  ================================================
 autograd                    :func:`computation_graph`, :func:`draw_graph`
 linear regression           :func:`synthetic_linear_data`, :func:`least_squares`,
-                            :func:`linear_risk`
+                            :func:`linear_risk`, :func:`sgd_error_growth`
 softmax and cross-entropy   :func:`logsumexp`, :func:`softmax`,
                             :func:`log_softmax`, :func:`cross_entropy`,
                             :func:`cross_entropy_grad`,
-                            :func:`softmax_squared_error`, :func:`predictions`
+                            :func:`softmax_squared_error` (a classifier's
+                            predictions: :func:`dlbook.predictions`)
 information                 :func:`entropy`, :func:`cross_entropy_between`,
                             :func:`kl_divergence`
 perceptron                  :func:`perceptron`
@@ -50,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import (check_bool, check_callable, check_device, check_float, check_int, check_module,
+from ._checks import (check_bool, check_callable, check_float, check_int, check_module,
                       check_tensor, describe)
 
 
@@ -412,51 +413,6 @@ def softmax_squared_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         logits = logits.float()
     onehot = F.one_hot(y.long(), K).to(logits.dtype)  # (B, K)
     return ((softmax(logits) - onehot) ** 2).sum(1).mean()
-
-
-@torch.no_grad()
-def predictions(model: nn.Module, loader, device: torch.device | str | None = None,
-                amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The class ``model`` gives every example of ``loader`` (the argmax of
-    its scores), with the labels.
-
-    The model runs in evaluation mode, batch by batch, under the same mixed
-    precision as :func:`dlbook.evaluate` (``amp``), so that the accuracy of
-    these predictions is the accuracy ``evaluate`` reports. Hand them to
-    :func:`dlbook.stats.accuracy`, or ``y_hat == y`` of two models to
-    :func:`dlbook.stats.mcnemar`. The model's training mode is restored.
-
-    Shapes:
-        loader: batches (x (B, ...), y (B,)) -> y_hat (N,), y (N,), int64 on the CPU
-    """
-    from .device import autocast
-    from .train import to_device
-
-    check_module(model)
-    amp = check_bool(amp, "amp")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = check_device(device)
-    was_training = model.training
-    model.eval()
-    found, labels = [], []
-    try:
-        for batch in loader:
-            if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-                raise ValueError(f"loader must yield (x, y) batches; got {describe(batch)}")
-            x, y = to_device(batch, device)
-            with autocast(device, enabled=amp):
-                scores = model(x)  # (B, K)
-            if scores.dim() != 2:
-                raise ValueError(f"the model must return scores of shape (B, K); got {tuple(scores.shape)}")
-            found.append(scores.argmax(1).cpu())
-            labels.append(y.cpu())
-    finally:
-        model.train(was_training)
-    if not found:
-        raise ValueError("predictions() got an empty loader")
-    return torch.cat(found).long(), torch.cat(labels).long()
 
 
 # information ------------------------------------------------------------------
@@ -1262,7 +1218,7 @@ __all__ = [
     "dropout", "ensemble_probs", "entropy", "kaiming_normal_", "kfold_indices", "kl_divergence", "layer_norm",
     "least_squares", "linear_risk", "log_softmax", "logsumexp", "max_relative_error", "mixup", "MixupStep", "mlp",
     "numerical_gradient", "perceptron", "PerceptronResult", "plot_decision_regions", "polynomial_features",
-    "preactivation_gradient_norms", "preactivation_variances", "predictions", "sawtooth_net", "sgd_error_growth", "sigmoid_mlp_forward",
+    "preactivation_gradient_norms", "preactivation_variances", "sawtooth_net", "sgd_error_growth", "sigmoid_mlp_forward",
     "softmax", "softmax_squared_error", "synthetic_linear_data", "train_toy_classifier", "two_moons",
     "xavier_normal_", "xavier_uniform_",
 ]

@@ -630,7 +630,7 @@ def test_mixup_step_and_decision_regions_validate():
     plt.close("all")
 
 
-# added with the second reading: risk, squared error, predictions, guessers ----
+# added with the second reading: risk, squared error, guessers ----------------
 
 def test_linear_risk_matches_a_monte_carlo_estimate():
     true_w = torch.tensor([2.0, -3.4], dtype=D)
@@ -670,22 +670,6 @@ def test_softmax_squared_error_golden_and_flat_where_confidently_wrong():
     assert half.dtype == torch.float32
     with pytest.raises(ValueError, match="shape"):
         fd.softmax_squared_error(logits.detach(), torch.tensor([0, 1]))
-
-
-def test_predictions_agree_with_evaluate_and_restore_the_mode():
-    x, y = fd.two_moons(50, generator=torch.Generator().manual_seed(0))
-    model = fd.mlp(2, [8], 2, dropout=0.5)
-    model.train()
-    loader = dlbook.data.BatchLoader(x, y, batch_size=16)
-    y_hat, labels = fd.predictions(model, loader, device="cpu", amp=False)
-    assert y_hat.shape == (50,) and torch.equal(labels, y) and model.training
-    with torch.no_grad():
-        expected = model.eval()(x).argmax(1)
-    assert torch.equal(y_hat, expected)
-    acc = dlbook.evaluate(model, loader, device="cpu", amp=False)["acc"]
-    assert dlbook.stats.accuracy(y_hat, labels).value == pytest.approx(acc)
-    with pytest.raises(ValueError, match=r"\(x, y\)"):
-        fd.predictions(model, [x], device="cpu")
 
 
 def test_best_of_random_guessers_overfits_validation_not_fresh_data():
