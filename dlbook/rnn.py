@@ -262,8 +262,12 @@ def gradient_through_time(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``model`` is a recurrent module returning ``(outputs, state)``
     (:class:`RNN`, :class:`LSTM`, :class:`GRU` or PyTorch's, batch first).
 
+    The norm is taken in float64: a float32 gradient of 1e-25 is a normal
+    number, but its square is not, and a float32 norm of such entries would
+    come out as exactly 0 where the gradient is merely tiny.
+
     Shapes:
-        x: (B, T, C) -> (T,), the norm over the batch and the features
+        x: (B, T, C) -> (T,) float64, the norm over the batch and the features
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a recurrent nn.Module returning (outputs, state); got {describe(model)}")
@@ -278,7 +282,7 @@ def gradient_through_time(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                         f"batch_first=True) do; {type(model).__name__} does not")
     outputs = result[0]  # (B, T, hidden)
     outputs[:, -1].sum().backward()
-    return x.grad.norm(dim=(0, 2))  # (T,)
+    return x.grad.double().norm(dim=(0, 2))  # (T,): squares of tiny float32 values underflow
 
 
 class LSTMClassifier(nn.Module):

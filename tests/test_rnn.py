@@ -91,6 +91,22 @@ def test_gradient_through_time():
         rnn.gradient_through_time(model, torch.randn(12, 3))
 
 
+def test_gradient_through_time_keeps_a_tiny_gradient_from_becoming_zero():
+    """A float32 gradient of about 1e-30 is representable, its square is not:
+    the norm must come out tiny, not 0."""
+    torch.manual_seed(0)
+    model = rnn.RNN(1, 4)
+    with torch.no_grad():
+        model.weight_hh.copy_(0.5 * torch.eye(4))  # the gradient halves (at most) every step
+        model.weight_ih.fill_(0.1)
+        model.bias_ih.zero_()
+        model.bias_hh.zero_()
+    norms = rnn.gradient_through_time(model, torch.zeros(2, 120, 1))
+    assert norms.dtype == torch.float64
+    assert 0 < norms[0] < 1e-30  # 119 steps back: at most 0.5**119 ~ 1.5e-36 times the last
+    assert torch.all(norms[1:] > norms[:-1])  # a straight fall, no line that ends in zeros
+
+
 def test_validation():
     lstm = rnn.LSTM(4, 6)
     with pytest.raises(ValueError, match=r"\(B, T, C=4\)"):
