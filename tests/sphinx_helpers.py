@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import sys
 from pathlib import Path
+
+EXTENSIONS = Path(__file__).resolve().parents[1] / "book" / "_ext"
+
+
+def load_extension(file_name: str, module_name: str):
+    """book/_ext/``file_name``, a local Sphinx extension, as Sphinx loads it
+    (a module of its own, registered in ``sys.modules`` because dataclasses
+    look their module up there)."""
+    spec = importlib.util.spec_from_file_location(module_name, EXTENSIONS / file_name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_html(src: Path, out: Path) -> str:

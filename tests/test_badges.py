@@ -14,20 +14,13 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import dlbook
+from sphinx_helpers import build_html, load_extension
 from tools import badges
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_extension():
-    """book/_ext/repository.py, the local Sphinx extension, as Sphinx loads it."""
-    spec = importlib.util.spec_from_file_location("dlbook_site_repository", ROOT / "book" / "_ext" / "repository.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-site_repository = _load_extension()
+site_repository = load_extension("repository.py", "dlbook_site_repository")
 
 URL = "https://github.com/some-owner/some.book"
 UNSET = {"repository": {"url": ""}}
@@ -344,9 +337,6 @@ def test_report_url_refuses_an_address_that_is_not_github():
 
 def _build_tiny_site(tmp_path: Path, url: str) -> Path:
     """A two-page Sphinx site with the book's theme and book/_ext/repository.py, built quietly."""
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace
-
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     (src / "conf.py").write_text(
@@ -358,13 +348,8 @@ def _build_tiny_site(tmp_path: Path, url: str) -> Path:
     (src / "index.rst").write_text("The *first* page\n================\n\n.. toctree::\n\n   second\n",
                                    encoding="utf-8")
     (src / "second.rst").write_text("Second page\n===========\n\nText.\n", encoding="utf-8")
-    # docutils_namespace: the nodes and directives Sphinx registers are undone afterwards, so that
-    # another Sphinx build in the same process (tests/test_targets.py) starts as clean as this one
-    with docutils_namespace():
-        app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None,
-                     warning=None, freshenv=True)
-        app.build()
-    return out
+    build_html(src, out)
+    return out / "html"
 
 
 @pytest.mark.parametrize("url", [URL, ""])

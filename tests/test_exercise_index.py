@@ -8,14 +8,12 @@ shows the directive at work and warns about a stray exercise.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from sphinx_helpers import build_html
+from sphinx_helpers import build_html, load_extension
 import yaml
 
 from dlbook import exercises
@@ -23,16 +21,7 @@ from dlbook import exercises
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_extension():
-    spec = importlib.util.spec_from_file_location("dlbook_exercise_index",
-                                                  ROOT / "book" / "_ext" / "exercise_index.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-ei = _load_extension()
+ei = load_extension("exercise_index.py", "dlbook_exercise_index")
 BOOK = ei.load_exercises(ROOT / ei.EXERCISES_FILE)
 
 

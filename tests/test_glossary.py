@@ -9,29 +9,19 @@ lands on an element of its chapter's page.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
-from sphinx_helpers import build_html
+from sphinx_helpers import build_html, load_extension
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_build" / "html"
 
 
-def _load_extension():
-    spec = importlib.util.spec_from_file_location("dlbook_glossary_table", ROOT / "book" / "_ext" / "glossary_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-gt = _load_extension()
+gt = load_extension("glossary_table.py", "dlbook_glossary_table")
 GLOSSARY = gt.load_glossary(ROOT / gt.GLOSSARY_FILE)
 
 

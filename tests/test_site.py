@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from sphinx_helpers import load_extension
 from tools.run_tests import chromium, missing_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,15 +282,7 @@ def test_no_exercise_explanation_is_visible_without_a_click(browser, server, pag
 
 
 def _results_table():
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("dlbook_results_table_site",
-                                                  ROOT / "book" / "_ext" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_extension("results_table.py", "dlbook_results_table_site")
 
 
 def _html_table(html: str, css_class: str) -> str:

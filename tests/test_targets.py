@@ -8,29 +8,18 @@ results folder of its own; a small Sphinx build shows the directives at work.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from sphinx_helpers import build_html
+from sphinx_helpers import build_html, load_extension
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_extension():
-    """book/_ext/results_table.py, the local Sphinx extension, as Sphinx loads it."""
-    spec = importlib.util.spec_from_file_location("dlbook_results_table", ROOT / "book" / "_ext" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-rt = _load_extension()
+rt = load_extension("results_table.py", "dlbook_results_table")
 
 
 @pytest.fixture(scope="module")
