@@ -21,7 +21,8 @@ the chapter's "How fast is it?".
 - critical points of small networks: :func:`hessian`,
   :func:`classify_critical_point`, :func:`minimum_ratio`,
   :func:`mlp_loss` (a small MLP as a function of one flat parameter
-  vector), :func:`find_critical_point` and :func:`stall_points`;
+  vector), :func:`stall_points`, :func:`critical_point_search` (and
+  :func:`find_critical_point`) and :func:`gradient_flatness`;
 - the sharpness of a trained network: :func:`top_hessian_eigenvalue`, by
   :func:`power_iteration` on Hessian-vector products, with the residual
   that checks it (:class:`PowerIteration`);
@@ -50,7 +51,8 @@ __all__ = [
     "step_decay", "warmup_cosine", "StepDecay", "WarmupCosine",
     "Surface", "SURFACES", "trajectory", "draw_surface", "animate",
     "hessian", "classify_critical_point", "minimum_ratio", "mlp_loss", "mlp_num_params",
-    "find_critical_point", "stall_points", "one_thread", "PowerIteration", "power_iteration",
+    "CriticalPointSearch", "critical_point_search", "find_critical_point", "GradientFlatness",
+    "gradient_flatness", "stall_points", "one_thread", "PowerIteration", "power_iteration",
     "top_hessian_eigenvalue", "parameter_trajectory", "OPTIMIZERS",
     "step_op_calls",
 ]
@@ -633,7 +635,7 @@ def _plateau(x, y):
 SURFACES: dict[str, Surface] = {
     "saddle": Surface("saddle: x² + y⁴/4 − y²/2 + ¼", _saddle, (-1.5, 1e-3), (-2.0, 2.0), (-1.6, 1.6),
                       ((0.0, -1.0), (0.0, 1.0))),
-    "rosenbrock": Surface("Rosenbrock valley", _rosenbrock, (-1.5, 2.0), (-2.0, 2.0), (-1.0, 3.0),
+    "rosenbrock": Surface("Rosenbrock valley", _rosenbrock, (-1.5, 2.0), (-2.0, 2.0), (-1.0, 3.5),
                           ((1.0, 1.0),), log_levels=True),
     "plateau": Surface("a well in a plateau", _plateau, (-3.0, 2.5), (-3.5, 3.5), (-3.5, 3.5),
                        ((0.0, 0.0),)),
@@ -681,8 +683,13 @@ def _grid(surface: Surface, n: int = 200):
     return X, Y, surface(X, Y)
 
 
-def draw_surface(surface: Surface, ax=None, levels: int = 30):
-    """Contours of ``surface`` on ``ax`` (a new figure if None), with its minima as stars; returns ``ax``.
+def draw_surface(surface: Surface, ax=None, levels: int = 30, color: str = "0.8"):
+    """Contours of ``surface`` on ``ax`` (a new figure if None), with its start as a
+    black square and its minima as black stars drawn above everything; returns ``ax``.
+
+    The contours are thin lines in one light ``color`` (a matplotlib colour;
+    light grey by default), so that paths drawn over them stay visible;
+    surfaces with ``log_levels`` get log-spaced levels.
 
     Shapes:
         the surface is evaluated on a (200, 200) grid over its limits.
@@ -697,12 +704,12 @@ def draw_surface(surface: Surface, ax=None, levels: int = 30):
         _, ax = plt.subplots(figsize=(5, 4))
     X, Y, Z = _grid(surface)
     if surface.log_levels:
-        lo = max(float(Z.min()), 1e-3)
-        ax.contour(X, Y, Z, levels=np.geomspace(lo, float(Z.max()), levels), cmap="viridis", linewidths=0.6)
-    else:
-        ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.6)
+        lo = max(float(Z.min()), 1e-2)
+        levels = np.geomspace(lo, float(Z.max()), levels)
+    ax.contour(X, Y, Z, levels=levels, colors=color, linewidths=0.6, zorder=0)
+    ax.plot(*surface.start, "s", color="black", markersize=5, zorder=6)
     for mx, my in surface.minima:
-        ax.plot(mx, my, "*", color="black", markersize=10)
+        ax.plot(mx, my, "*", color="black", markersize=11, markeredgecolor="white", zorder=6)
     ax.set_xlim(*surface.xlim)
     ax.set_ylim(*surface.ylim)
     ax.set_xlabel("x")
@@ -874,20 +881,74 @@ def mlp_loss(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sizes: Seque
     return F.mse_loss(h, y)
 
 
-def find_critical_point(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
-                        max_iter: int = 500) -> torch.Tensor:
-    r"""A critical point near ``theta``: minimize the squared gradient norm
-    $\lVert \nabla L(\theta) \rVert^2$ with L-BFGS (which needs
-    second derivatives of the loss, so ``loss_fn`` must be twice
-    differentiable). Minima, maxima and saddles all have a zero gradient,
-    so this finds any of them: it does not go downhill in the loss.
+@dataclass(frozen=True)
+class CriticalPointSearch:
+    r"""What :func:`critical_point_search` found, and how it got there.
+
+    ``theta`` is where the search ended. ``grad_norms[i]`` is the gradient
+    norm $\lVert \nabla L \rVert$ after ``at_iteration[i]`` L-BFGS iterations
+    (the start, every ``record_every`` iterations, and the end), so
+    ``grad_norms[-1]`` is the norm at ``theta``. ``evaluations`` counts the
+    evaluations of $\nabla L$ (each with its own gradient, $2 H \nabla L$).
+    ``stop`` says why the search stopped: ``"max_iter"``, ``"stalled"`` (the
+    norm fell by less than a fraction ``min_decrease`` over the last
+    ``patience`` iterations), ``"zero"`` (the gradient is exactly 0) or
+    ``"no progress"`` (L-BFGS found no step that lowers the norm).
 
     Shapes:
-        theta: (P,) -> (P,)
+        theta: (P,)
+    """
+
+    theta: torch.Tensor
+    grad_norms: tuple[float, ...]
+    at_iteration: tuple[int, ...]
+    evaluations: int
+    stop: str
+
+    @property
+    def grad_norm(self) -> float:
+        """The gradient norm where the search ended."""
+        return self.grad_norms[-1]
+
+    @property
+    def iterations(self) -> int:
+        """The L-BFGS iterations taken."""
+        return self.at_iteration[-1]
+
+
+def critical_point_search(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+                          max_iter: int = 500, record_every: int = 10, patience: int | None = None,
+                          min_decrease: float = 0.01) -> CriticalPointSearch:
+    r"""Search for a critical point near ``theta``, recording the gradient norm
+    as it goes.
+
+    Minimizes the squared gradient norm $\lVert \nabla L(\theta) \rVert^2$
+    with L-BFGS (strong Wolfe line search, a memory of 50 steps). Its own
+    gradient is $2 H \nabla L$, so ``loss_fn`` must be twice differentiable.
+    Minima, maxima and saddles all have a zero gradient, so it finds any of
+    them: it does not go downhill in the loss. But it can also slow down and
+    end where $H \nabla L \approx 0$ with $\nabla L \ne 0$ (the gradient lies
+    along directions of almost zero curvature), which is no critical point:
+    :func:`gradient_flatness` tells the two apart.
+
+    It stops after ``max_iter`` iterations, or earlier when the gradient
+    norm stops falling: when it fell by less than a fraction
+    ``min_decrease`` over the last ``patience`` iterations (``None``: never;
+    a multiple of ``record_every``). The norm is recorded every
+    ``record_every`` iterations (each record costs one more evaluation).
+
+    Shapes:
+        theta: (P,) -> a :class:`CriticalPointSearch` with theta (P,)
     """
     check_callable(loss_fn, "loss_fn")
     check_tensor(theta, "theta", floating=True)
     max_iter = check_int(max_iter, "max_iter", 1)
+    record_every = check_int(record_every, "record_every", 1)
+    if patience is not None:
+        patience = check_int(patience, "patience", 1)
+        if patience % record_every:
+            raise ValueError(f"patience ({patience}) must be a multiple of record_every ({record_every})")
+    min_decrease = check_float(min_decrease, "min_decrease", 0.0, 1.0)
     if theta.dim() != 1:
         raise ValueError(f"theta must be a flat parameter vector (P,); got shape {tuple(theta.shape)}")
     point = theta.detach().clone().requires_grad_(True)
@@ -895,19 +956,108 @@ def find_critical_point(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: 
     if not first.requires_grad:
         raise ValueError("loss_fn must be twice differentiable with a gradient that depends on theta "
                          "(its gradient is constant: a linear loss has no critical point)")
-    solver = torch.optim.LBFGS([point], lr=1.0, max_iter=max_iter, tolerance_grad=0.0,
-                               tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
+    # record_every iterations per call; L-BFGS keeps its state (the memory of past steps)
+    # from call to call, so the iterates are those of one long call
+    solver = torch.optim.LBFGS([point], lr=1.0, max_iter=record_every, max_eval=25 * record_every,
+                               tolerance_grad=0.0, tolerance_change=0.0, history_size=50,
+                               line_search_fn="strong_wolfe")
+    evaluations = 0
 
     def closure():
+        nonlocal evaluations
+        evaluations += 1
         solver.zero_grad()
         (grad,) = torch.autograd.grad(loss_fn(point), point, create_graph=True)
         norm2 = (grad * grad).sum()
         norm2.backward()
-        return norm2
+        return norm2.detach()
 
+    def done() -> int:
+        return solver.state[point].get("n_iter", 0) if point in solver.state else 0
+
+    norms: list[float] = []
+    at: list[int] = []
+    back = None if patience is None else patience // record_every
+    stop = "max_iter"
     with one_thread():
-        solver.step(closure)
-    return point.detach()
+        while True:
+            before, iters = point.detach().clone(), done()
+            if iters >= max_iter:
+                with torch.enable_grad():
+                    norms.append(math.sqrt(float(closure())))  # the norm where the search ended
+                at.append(iters)
+                break
+            solver.param_groups[0]["max_iter"] = min(record_every, max_iter - iters)
+            norms.append(math.sqrt(float(solver.step(closure))))  # the norm here; then the iterations
+            at.append(iters)
+            if norms[-1] == 0.0 or torch.equal(before, point.detach()):  # it did not move
+                stop = "zero" if norms[-1] == 0.0 else "no progress"
+                break
+            if back is not None and len(norms) > back and norms[-1] > (1 - min_decrease) * norms[-1 - back]:
+                with torch.enable_grad():
+                    norms.append(math.sqrt(float(closure())))
+                at.append(done())
+                stop = "stalled"
+                break
+    return CriticalPointSearch(point.detach(), tuple(norms), tuple(at), evaluations, stop)
+
+
+def find_critical_point(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+                        max_iter: int = 500) -> torch.Tensor:
+    r"""A critical point near ``theta``: where :func:`critical_point_search`
+    ends after at most ``max_iter`` L-BFGS iterations on
+    $\lVert \nabla L(\theta) \rVert^2$ (check its gradient norm: the search
+    can end short of one).
+
+    Shapes:
+        theta: (P,) -> (P,)
+    """
+    return critical_point_search(loss_fn, theta, max_iter).theta
+
+
+@dataclass(frozen=True)
+class GradientFlatness:
+    r"""How the gradient sits against the Hessian's curvature, at one point.
+
+    ``grad_norm`` is $\lVert g \rVert$; ``relative_curvature`` is
+    $\lVert H g \rVert / (\lVert H \rVert_2 \lVert g \rVert)$, between 0 (the
+    gradient lies in directions of zero curvature) and 1 (it lies along the
+    steepest curvature); ``flat_share`` is the share of $\lVert g \rVert^2$ in
+    the eigenvectors of $H$ whose eigenvalues are within ``tol`` times
+    $\lVert H \rVert_2$ of 0. A point where $g \ne 0$ but $Hg \approx 0$ is
+    what Frye et al. (2021) call *gradient-flat*.
+    """
+
+    grad_norm: float
+    relative_curvature: float
+    flat_share: float
+
+
+def gradient_flatness(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+                      tol: float = 1e-3) -> GradientFlatness:
+    r"""The gradient at ``theta`` measured against the Hessian there (exact:
+    for small ``P``, the Hessian is formed and diagonalized).
+
+    Shapes:
+        theta: (P,) -> a :class:`GradientFlatness`
+    """
+    check_callable(loss_fn, "loss_fn")
+    check_tensor(theta, "theta", floating=True)
+    tol = check_float(tol, "tol", 0.0)
+    if theta.dim() != 1:
+        raise ValueError(f"theta must be a flat parameter vector (P,); got shape {tuple(theta.shape)}")
+    point = theta.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_check_scalar_loss(loss_fn(point)), point)  # (P,)
+    H = hessian(loss_fn, point)  # (P, P)
+    lam, Q = torch.linalg.eigh(H)  # (P,), (P, P)
+    scale = lam.abs().max()
+    g_norm = g.norm()
+    if g_norm == 0 or scale == 0:
+        raise ValueError("the gradient (or the Hessian) is exactly zero at theta: there is nothing to compare")
+    coeffs = Q.T @ g  # g in the eigenvectors, (P,)
+    flat = lam.abs() <= tol * scale
+    return GradientFlatness(float(g_norm), float((H @ g).norm() / (scale * g_norm)),
+                            float(coeffs[flat].pow(2).sum() / g_norm**2))
 
 
 def stall_points(loss_fn: Callable[[torch.Tensor], torch.Tensor], thetas: torch.Tensor, steps: int,

@@ -38,10 +38,17 @@ HEAVY_BALL = 2 * (1 + MU) / LAMBDA  # 0.038
 NESTEROV = 2 * (1 + MU) / ((1 + 2 * MU) * LAMBDA)  # 0.0135714...
 S5 = 1 - (1 - 2.5) ** 5  # 1 - (-1.5)^5 = 8.59375
 
+
+def _uncorrected(t, b1, b2):
+    return (1 - b1**t) / math.sqrt(1 - b2**t)
+
+
+PEAK = (12, _uncorrected(12, 0.9, 0.999))  # 6.56852...: where the uncorrected step is largest
+
 RIGHT = {
     "optimizers.adamax": (_adamax, RATIOS),
     "optimizers.momentum_limit": (HEAVY_BALL, NESTEROV),
-    "optimizers.first_step_ratio": lambda b1, b2: (1 - b1) / math.sqrt(1 - b2),
+    "optimizers.bias_correction": (_uncorrected, PEAK),
     "optimizers.lookahead_rescue": (1 / S5, 2 / S5, False),
 }
 
@@ -123,12 +130,17 @@ WRONG = {
         ((HEAVY_BALL, -1.0), "positive number"), ((HEAVY_BALL, "0.0136"), "positive number"),
         ((HEAVY_BALL,), "pair"), (0.038, "pair"),
     ],
-    "optimizers.first_step_ratio": [
-        (lambda b1, b2: math.sqrt(1 - b2) / (1 - b1), "upside down"),
-        (lambda b1, b2: (1 - b1) / (1 - b2), "square root of v"),
-        (lambda b1, b2: 1.0, "your ratio is"), (lambda b1, b2: 1 - b1, "your ratio is"),
-        (lambda b1, b2: "1.5", "return a number"), (lambda b1, b2: float("nan"), "return a number"),
-        (3.16, "function"),
+    "optimizers.bias_correction": [
+        ((lambda t, b1, b2: 1 / _uncorrected(t, b1, b2), PEAK), "upside down"),
+        ((lambda t, b1, b2: (1 - b1**t) / (1 - b2**t), PEAK), "square root of v"),
+        ((lambda t, b1, b2: (1 - b1) / math.sqrt(1 - b2), PEAK), "the one of the first step"),
+        ((lambda t, b1, b2: 1.0, PEAK), "your ratio is"), ((lambda t, b1, b2: 1 - b1**t, PEAK), "your ratio is"),
+        ((lambda t, b1, b2: "1.5", PEAK), "return a number"), ((lambda t, b1, b2: float("nan"), PEAK), "a number"),
+        ((_uncorrected, (1, _uncorrected(1, 0.9, 0.999))), "the first step is not"),
+        ((_uncorrected, (11, 6.5)), "find the step where it stops rising"),
+        ((_uncorrected, (12, 6.568)), "6 significant"), ((_uncorrected, (12.5, 6.0)), "whole number"),
+        ((_uncorrected, (True, 6.0)), "whole number"), ((_uncorrected, 6.0), "two numbers"),
+        (_uncorrected, "the pair"), ((3.16, PEAK), "the pair"), (PEAK, "the pair"),
     ],
     "optimizers.lookahead_rescue": [
         ((2 / S5, 1 / S5, False), "swapped"), ((0.116364, 0.232727, False), "within 0.1%"),
@@ -146,9 +158,9 @@ WRONG = {
 # What a hint must never print: the explanation's key facts
 SECRETS = {
     "optimizers.adamax": ["decaying maximum of their sizes", "infinity norm", "0.00996", "1 - beta2^t"],
-    "optimizers.momentum_limit": ["2 (1 + mu)", "0.038", "0.0135714", "1 + 2 mu", "3.8"],
-    "optimizers.first_step_ratio": ["lr (1 - beta1) / sqrt(1 - beta2)", "3.16"],
-    "optimizers.lookahead_rescue": ["(1 - alpha s)", "0.116364", "0.232727", "8.59375", "-7.59375", "(False)"],
+    "optimizers.momentum_limit": ["2 (1 + mu)", "0.038", "0.0135714", "1 + 2 mu", "3.8", "suprema, not"],
+    "optimizers.bias_correction": ["v's deficit wins", "6.56852", "t = 12", "3925"],
+    "optimizers.lookahead_rescue": ["(1 - alpha (1 - r^k))", "0.116364", "0.232727", "8.59375", "-7.59375", "(False)"],
 }
 
 
@@ -255,6 +267,26 @@ def test_the_ratios_are_what_the_updates_give():
     assert torch.allclose(average / g.abs(), torch.full((2,), RATIOS[1], dtype=torch.float64))
 
 
+# Exercise 3: the peak is where Adam's own steps, uncorrected, are largest ---------------------
+
+def test_uncorrected_adam_steps_peak_where_the_answer_says():
+    """Adam with the corrections undone, on a constant gradient: its step over the corrected step."""
+    p = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=1.0, eps=0.0)
+    ratios = []
+    for t in range(1, 41):
+        before = p.detach().clone()
+        p.grad = torch.full((1,), 0.3, dtype=torch.float64)
+        opt.step()
+        state = opt.state[p]
+        uncorrected = state["exp_avg"] / state["exp_avg_sq"].sqrt()
+        corrected = (before - p.detach()).abs()
+        assert corrected.item() == pytest.approx(1.0)  # the corrected step is lr at every step
+        ratios.append((uncorrected / corrected).item())
+    assert max(range(40), key=ratios.__getitem__) + 1 == PEAK[0]
+    assert ratios[PEAK[0] - 1] == pytest.approx(PEAK[1], rel=1e-9) and ratios[0] == pytest.approx(0.1 / 0.001**0.5)
+
+
 # Exercises 2 and 4: the predicted limits are where the package's optimizers change behaviour ---
 
 def _ravine(x, y):
@@ -297,23 +329,13 @@ def test_lookahead_limits_are_where_the_slow_weights_change():
     assert sgd[-1, 0].abs() > 1000  # SGD alone diverges, as the prompt says
 
 
-@pytest.mark.parametrize("key", ["optimizers.first_step_ratio"])
-def test_student_stub_is_not_yet(key, capsys):
+@pytest.mark.parametrize("key", ["optimizers.adamax", "optimizers.bias_correction"])
+def test_student_stub_of_a_function_is_not_yet(key, capsys):
     def stub(*args):
         # YOUR CODE HERE
         raise NotImplementedError()
 
-    result, out = check(key, stub, capsys)
-    assert not result.passed
-    assert "not yet" in out and "NotImplementedError" in out
-
-
-def test_student_stub_of_adamax_is_not_yet(capsys):
-    def stub(*args):
-        # YOUR CODE HERE
-        raise NotImplementedError()
-
-    result, out = check("optimizers.adamax", (stub, None), capsys)
+    result, out = check(key, (stub, None), capsys)
     assert not result.passed
     assert "not yet" in out and "NotImplementedError" in out
 
@@ -331,8 +353,10 @@ def test_student_stub_of_a_value_is_not_yet(key, capsys):
     ("optimizers.momentum_limit", [2 * 1.9 / 100, 3.8 / 280]),
     ("optimizers.lookahead_rescue", (np.float64(1 / S5), np.float32(2 / S5).item(), np.bool_(False))),
     ("optimizers.adamax", (_adamax, [np.float64(1), torch.tensor(RATIOS[1])])),
-    ("optimizers.first_step_ratio", lambda b1, b2: np.float64((1 - b1) / np.sqrt(1 - b2))),
-    ("optimizers.first_step_ratio", lambda b1, b2: torch.tensor((1 - b1) / math.sqrt(1 - b2))),
+    ("optimizers.bias_correction", (lambda t, b1, b2: np.float64(_uncorrected(t, b1, b2)),
+                                    (np.int64(12), np.float64(PEAK[1])))),
+    ("optimizers.bias_correction", (lambda t, b1, b2: torch.tensor(_uncorrected(t, b1, b2)),
+                                    (torch.tensor(12), torch.tensor(PEAK[1], dtype=torch.float64)))),
 ])
 def test_other_number_types_are_right_answers(key, answer, capsys):
     result, out = check(key, answer, capsys)

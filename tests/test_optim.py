@@ -451,6 +451,13 @@ def test_draw_and_animate():
     s = optim.SURFACES["rosenbrock"]
     ax = optim.draw_surface(s)
     assert ax.get_title() == s.name and ax.get_xlabel() == "x"
+    marks = {line.get_marker(): line for line in ax.lines}
+    assert tuple(marks["s"].get_xydata()[0]) == s.start  # the start, as a square
+    assert tuple(marks["*"].get_xydata()[0]) == s.minima[0]
+    contours = [c for c in ax.collections if c.get_zorder() == 0]
+    assert contours and all(marks[m].get_zorder() > 1 for m in "s*")  # marks drawn over paths
+    rgba = contours[0].get_edgecolor()
+    assert len(rgba) and all(abs(v - 0.8) < 1e-9 for v in rgba[0][:3])  # one light grey
     plt.close(ax.figure)
     paths = {"sgd": optim.trajectory(s, lambda p: optim.SGD(p, lr=1e-3), 20),
              "adam": optim.trajectory(s, lambda p: optim.Adam(p, lr=0.05), 10)}
@@ -556,6 +563,68 @@ def test_find_critical_point_finds_the_saddle_and_a_minimum():
     f = lambda t: (t[0] ** 2 - 1) ** 2 + t[1] ** 2  # noqa: E731 - minima at (+-1, 0), saddle at (0, 0)
     found = optim.find_critical_point(f, torch.tensor([0.8, 0.3], dtype=torch.float64))
     assert torch.allclose(found, torch.tensor([1.0, 0.0], dtype=torch.float64), atol=1e-6)
+
+
+def test_critical_point_search_records_the_norm_as_it_goes():
+    f = lambda t: (t[0] ** 2 - 1) ** 2 + t[1] ** 2 + t[0] * t[1] / 10  # noqa: E731
+    start = torch.tensor([0.5, 0.7], dtype=torch.float64)
+    r = optim.critical_point_search(f, start, max_iter=40, record_every=10)
+    assert r.at_iteration[0] == 0 and r.at_iteration[1:-1] == (10, 20, 30)[:len(r.at_iteration) - 2]
+    assert r.iterations <= 40 and r.evaluations >= r.iterations
+    p = start.clone().requires_grad_()
+    (g0,) = torch.autograd.grad(f(p), p)
+    assert r.grad_norms[0] == pytest.approx(g0.norm().item())
+    p = r.theta.clone().requires_grad_()
+    (g,) = torch.autograd.grad(f(p), p)
+    assert r.grad_norm == pytest.approx(g.norm().item(), rel=1e-9, abs=1e-14)  # the last record is at theta
+    assert r.grad_norm < 1e-8 and r.stop in ("max_iter", "zero", "no progress")
+    assert torch.equal(optim.find_critical_point(f, start, max_iter=40), r.theta)
+
+
+def test_critical_point_search_at_a_critical_point_stops_at_once():
+    r = optim.critical_point_search(lambda t: (t**2).sum(), torch.zeros(3, dtype=torch.float64))
+    assert r.stop == "zero" and r.grad_norms == (0.0,) and r.iterations == 0
+
+
+def test_critical_point_search_ends_at_a_gradient_flat_point():
+    # L = a + b^2: the gradient (1, 2b) never vanishes; |g|^2 = 1 + 4 b^2 is least at b = 0,
+    # where g = (1, 0) lies along the Hessian's zero-curvature direction
+    f = lambda t: t[0] + t[1] ** 2  # noqa: E731
+    r = optim.critical_point_search(f, torch.tensor([0.3, 0.8], dtype=torch.float64), max_iter=200,
+                                    record_every=10, patience=20)
+    assert r.stop in ("no progress", "stalled") and r.iterations < 200
+    assert r.grad_norm == pytest.approx(1.0, abs=1e-6)  # no critical point: the search stalls at |g| = 1
+    flat = optim.gradient_flatness(f, r.theta)
+    assert flat.grad_norm == pytest.approx(1.0, abs=1e-6)
+    assert flat.flat_share == pytest.approx(1.0, abs=1e-9) and flat.relative_curvature < 1e-5
+
+
+def test_gradient_flatness_golden_numbers():
+    # L = t0^2 + t1 + t2^2 / 2 at (1, 0, 0): g = (2, 1, 0), H = diag(2, 0, 1), Hg = (4, 0, 0)
+    f = lambda t: t[0] ** 2 + t[1] + t[2] ** 2 / 2  # noqa: E731
+    flat = optim.gradient_flatness(f, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    assert flat.grad_norm == pytest.approx(5**0.5)
+    assert flat.relative_curvature == pytest.approx(4 / (2 * 5**0.5))
+    assert flat.flat_share == pytest.approx(1 / 5)  # the part of |g|^2 along the zero eigenvalue
+    # at (1, 0, 1): g = (2, 1, 1); with tol = 0.5 the eigenvalue 1 (= 0.5 * 2) counts as flat too
+    wide = optim.gradient_flatness(f, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64), tol=0.5)
+    narrow = optim.gradient_flatness(f, torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+    assert wide.flat_share == pytest.approx(2 / 6) and narrow.flat_share == pytest.approx(1 / 6)
+    assert wide.relative_curvature == pytest.approx(17**0.5 / (2 * 6**0.5))
+
+
+def test_critical_point_search_and_flatness_bad_input():
+    f = lambda t: (t**2).sum()  # noqa: E731
+    with pytest.raises(ValueError, match="multiple of record_every"):
+        optim.critical_point_search(f, torch.ones(2, dtype=torch.float64), patience=15, record_every=10)
+    with pytest.raises(ValueError, match="record_every"):
+        optim.critical_point_search(f, torch.ones(2, dtype=torch.float64), record_every=0)
+    with pytest.raises(ValueError, match="min_decrease"):
+        optim.critical_point_search(f, torch.ones(2, dtype=torch.float64), min_decrease=2.0)
+    with pytest.raises(ValueError, match="flat"):
+        optim.gradient_flatness(f, torch.ones(2, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="exactly zero"):
+        optim.gradient_flatness(f, torch.zeros(2, dtype=torch.float64))
 
 
 def test_hessian_bad_input():

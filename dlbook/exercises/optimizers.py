@@ -126,19 +126,21 @@ def _momentum_limits(curvature: float = RAVINE_CURVATURE, mu: float = MOMENTUM) 
 @exercise(
     "optimizers.momentum_limit",
     "On the ravine L(x, y) = (x^2 + 100 y^2) / 2, plain gradient descent diverges for learning rates "
-    "above 2/100. Answer the pair (eta_momentum, eta_nesterov): the largest learning rate for which "
-    "heavy-ball momentum with mu = 0.9 (optim.SGD(momentum=0.9), as torch.optim.SGD) converges from every "
-    "start, and the same for Nesterov momentum with mu = 0.9 (nesterov=True), each exact to 6 significant "
-    "digits.",
-    "Along the steep direction the gradient is lambda y with lambda = 100; write a = eta lambda. Heavy "
-    "ball: b_t = mu b_(t-1) + lambda y_(t-1), y_t = y_(t-1) - eta b_t, a linear map of (y, eta b) whose "
-    "eigenvalues solve z^2 - (1 + mu - a) z + mu = 0. One of them reaches -1 at a = 2 (1 + mu): eta < 2 * "
-    "1.9 / 100 = 0.038, nearly twice gradient descent's limit: when the steep coordinate overshoots, its "
-    "gradients alternate in sign and partly cancel in b. Nesterov steps with g + mu b, which gives "
-    "z^2 - (1 + mu)(1 - a) z + mu (1 - a) = 0, with a root at -1 when a = 2 (1 + mu) / (1 + 2 mu): "
-    "eta < 3.8 / 280 = 0.0135714, below gradient descent's 0.02. The look-ahead counts the newest gradient "
-    "1 + mu times: that damps the swing at a = 1 (the chapter's eta = 0.01 makes the map nilpotent), and "
-    "makes large steps unstable sooner.",
+    "above 2/100. Answer the pair (eta_momentum, eta_nesterov): the largest learning rate (a supremum: "
+    "the rate itself is the first that fails) below which heavy-ball momentum with mu = 0.9 "
+    "(optim.SGD(momentum=0.9), as torch.optim.SGD) converges from every start, and the same for Nesterov "
+    "momentum with mu = 0.9 (nesterov=True), each exact to 6 significant digits.",
+    "Along the steep direction the gradient is lambda y with lambda = 100. Heavy ball: "
+    "b_t = mu b_(t-1) + lambda y_(t-1), y_t = y_(t-1) - eta b_t, a linear map of (y, eta b) whose "
+    "eigenvalues solve z^2 - (1 + mu - eta lambda) z + mu = 0. One of them reaches -1 at eta lambda = "
+    "2 (1 + mu): eta < 2 * 1.9 / 100 = 0.038, nearly twice gradient descent's limit: when the steep "
+    "coordinate overshoots, its gradients alternate in sign and partly cancel in b. Nesterov steps with "
+    "g + mu b, which gives z^2 - (1 + mu)(1 - eta lambda) z + mu (1 - eta lambda) = 0, with a root at -1 "
+    "when eta lambda = 2 (1 + mu) / (1 + 2 mu): eta < 3.8 / 280 = 0.0135714, below gradient descent's "
+    "0.02. At each limit itself an eigenvalue is exactly -1: the swing neither grows nor shrinks, so the "
+    "answers are suprema, not rates that converge. The look-ahead counts the newest gradient 1 + mu "
+    "times: that damps the swing at eta lambda = 1 (the chapter's eta = 0.01 makes the map nilpotent), "
+    "and makes large steps unstable sooner.",
 )
 def _momentum_limit(answer) -> None:
     example = "(0.05, 0.05)"
@@ -174,33 +176,87 @@ def _momentum_limit(answer) -> None:
 
 # 3. Adam without bias correction ------------------------------------------------------------------
 
+BIAS_BETAS = (0.9, 0.999)  # the defaults, for the peak
+
+
+def _uncorrected_ratio(t: int, beta1: float, beta2: float) -> float:
+    """Adam's step t without bias correction over the step with it, for a constant gradient and eps -> 0:
+    (1 - beta1^t) / sqrt(1 - beta2^t)."""
+    return (1 - beta1**t) / math.sqrt(1 - beta2**t)
+
+
+def _bias_peak(beta1: float = BIAS_BETAS[0], beta2: float = BIAS_BETAS[1]) -> tuple[int, float]:
+    """The step at which that ratio is largest, and the ratio there (it rises, then falls to 1)."""
+    t = max(range(1, 100_000), key=lambda t: _uncorrected_ratio(t, beta1, beta2))
+    return t, _uncorrected_ratio(t, beta1, beta2)
+
+
+def _as_ratio(got, where: str) -> float:
+    value = as_number(got)
+    if isinstance(got, bool) or value is None:
+        raise Wrong(f"{where} you returned {got!r}; return a number.")
+    return value
+
+
 @exercise(
-    "optimizers.first_step_ratio",
-    "Write first_step_ratio(beta1, beta2): the size of Adam's first step without bias correction "
-    "(m / (sqrt(v) + eps)) divided by its size with it, for eps -> 0 and any nonzero gradient.",
-    "After one step m = (1 - beta1) g and v = (1 - beta2) g^2, so without correction the step is "
-    "lr (1 - beta1) / sqrt(1 - beta2) times sign(g): with the defaults 0.1 / 0.0316 = 3.16 times the "
-    "corrected step, lr sign(g). The two corrections pull in opposite directions, and the second wins.",
+    "optimizers.bias_correction",
+    "For a gradient that is the same g != 0 at every step and eps -> 0, write uncorrected_ratio(t, beta1, "
+    "beta2): the size of Adam's step t without bias correction, lr m_t / sqrt(v_t), divided by its size "
+    "with it. Then, with beta1 = 0.9 and beta2 = 0.999: at which step t is the uncorrected step largest "
+    "compared with the corrected one, and how many times as large is it there? Answer "
+    "(uncorrected_ratio, (t_peak, largest_ratio)), the ratio to 6 significant digits.",
+    "For a constant g, m_t = (1 - beta1^t) g and v_t = (1 - beta2^t) g^2, so the corrected step is lr sign(g) "
+    "at every step and the uncorrected one is lr (1 - beta1^t) / sqrt(1 - beta2^t) sign(g). Uncorrected, "
+    "both averages are too small, and they pull in opposite directions: a small m shrinks the step, a "
+    "small v enlarges it. v's deficit wins, because it fades a hundred times more slowly (over about "
+    "1 / (1 - beta2) = 1000 steps, against 10 for m). So the uncorrected step is 3.16 times too large at "
+    "t = 1, and the ratio still rises while m's deficit fades, to 6.56852 at t = 12; then it falls slowly "
+    "and is within 1% of 1 only from step 3925 on. Without the correction, Adam's early steps would be "
+    "several times the learning rate for hundreds of steps: the correction is what keeps them at about lr.",
 )
-def _first_step_ratio(answer) -> None:
-    if not callable(answer):
-        raise Wrong("answer with a function first_step_ratio(beta1, beta2) that returns a number.")
-    for beta1, beta2 in ((0.9, 0.999), (0.5, 0.9), (0.0, 0.99), (0.95, 0.95), (0.99, 0.9999)):
-        got = answer(beta1, beta2)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-            raise Wrong(f"for beta1={beta1}, beta2={beta2} you returned {got!r}; return a number.")
-        right = (1 - beta1) / math.sqrt(1 - beta2)
-        if math.isclose(got, right, rel_tol=1e-6):
+def _bias_correction(answer) -> None:
+    example = "(uncorrected_ratio, (10, 2.5))"
+    if callable(answer):
+        raise Wrong(f"answer with the pair (uncorrected_ratio, (t_peak, largest_ratio)), such as {example}.")
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not callable(answer[0]):
+        raise Wrong(f"answer with the pair (uncorrected_ratio, (t_peak, largest_ratio)): a function and two "
+                    f"numbers, such as {example}.")
+    ratio, peak = answer
+    for t, beta1, beta2 in ((1, 0.9, 0.999), (1, 0.5, 0.9), (5, 0.9, 0.999), (40, 0.9, 0.999), (3, 0.0, 0.99),
+                            (200, 0.95, 0.95), (2, 0.99, 0.9999)):
+        where = f"for t={t}, beta1={beta1}, beta2={beta2}"
+        got = _as_ratio(ratio(t, beta1, beta2), where)
+        right = _uncorrected_ratio(t, beta1, beta2)
+        if near(got, right, 1e-6):
             continue
-        if math.isclose(got, 1 / right, rel_tol=1e-6):
-            raise Wrong(f"for beta1={beta1}, beta2={beta2} you have the ratio upside down: the "
-                        f"uncorrected step divided by the corrected one.")
-        if math.isclose(got, (1 - beta1) / (1 - beta2), rel_tol=1e-6):
+        if near(got, 1 / right, 1e-6):
+            raise Wrong(f"{where} you have the ratio upside down: the uncorrected step divided by the "
+                        f"corrected one.")
+        if near(got, (1 - beta1**t) / (1 - beta2**t), 1e-6):
             raise Wrong("the step divides by the square root of v, not by v.")
-        raise Wrong(f"for beta1={beta1}, beta2={beta2} your ratio is {got:.4g}. Write m and v after one "
-                    f"step, starting from 0, and divide.")
+        if t > 1 and near(got, (1 - beta1) / math.sqrt(1 - beta2), 1e-6):
+            raise Wrong(f"{where} your ratio is the one of the first step. Write m_t and v_t for a constant "
+                        f"gradient: how much of g has each average gathered after t steps?")
+        raise Wrong(f"{where} your ratio is {got:.4g}. Write m_t and v_t for a constant gradient, starting "
+                    f"from 0, and divide the uncorrected step by the corrected one.")
+    if not isinstance(peak, (tuple, list)) or len(peak) != 2:
+        raise Wrong(f"uncorrected_ratio is right. The second item is two numbers (t_peak, largest_ratio); "
+                    f"you gave {peak!r}.")
+    t_peak, largest = as_number(peak[0]), as_number(peak[1])
+    if t_peak is None or largest is None or isinstance(peak[0], bool) or t_peak != int(t_peak) or t_peak < 1:
+        raise Wrong(f"uncorrected_ratio is right. t_peak is a step (a whole number from 1) and largest_ratio "
+                    f"a number; you gave {peak!r}.")
+    right_t, right_ratio = _bias_peak()
+    first = _uncorrected_ratio(1, *BIAS_BETAS)
+    if int(t_peak) == 1 or near(largest, first, 1e-6):
+        raise Wrong("uncorrected_ratio is right, but the first step is not where the ratio is largest: "
+                    "compare it at t = 1, 2 and 5.")
+    if int(t_peak) != right_t:
+        raise Wrong(f"uncorrected_ratio is right; t_peak is not {int(t_peak)}. The ratio rises and then "
+                    f"falls: find the step where it stops rising (compare each step with the next).")
+    if not near(largest, right_ratio, 1e-6):
+        raise Wrong(f"t_peak is right; the ratio there is not {largest:.6g}: give it to 6 significant "
+                    f"digits.")
 
 
 # 4. Lookahead rescues a step too large for SGD ----------------------------------------------
@@ -215,10 +271,10 @@ def _slow_factor(alpha: float, k: int, eta_lambda: float = LOOKAHEAD_ETA_LAMBDA)
 
 
 def _lookahead_limits(k: int = LOOKAHEAD_K, eta_lambda: float = LOOKAHEAD_ETA_LAMBDA) -> tuple[float, float]:
-    """(largest alpha without a change of sign, supremum of the alphas that converge): 1/s and 2/s
-    with s = 1 - (1 - eta lambda)^k, when s > 0."""
-    s = 1 - (1 - eta_lambda) ** k
-    return 1 / s, 2 / s
+    """(largest alpha without a change of sign, supremum of the alphas that converge):
+    1 / (1 - r^k) and 2 / (1 - r^k) with r = 1 - eta lambda, when 1 - r^k > 0."""
+    shrink = 1 - (1 - eta_lambda) ** k
+    return 1 / shrink, 2 / shrink
 
 
 @exercise(
@@ -230,10 +286,11 @@ def _lookahead_limits(k: int = LOOKAHEAD_K, eta_lambda: float = LOOKAHEAD_ETA_LA
     "each exact to 6 significant digits; and whether some alpha in (0, 1] makes Lookahead converge with "
     "k = 4 instead (True or False).",
     "After k fast steps theta = (1 - eta lambda)^k phi = r^k phi, so the slow step gives phi <- (1 - alpha "
-    "+ alpha r^k) phi = (1 - alpha s) phi with s = 1 - r^k. With k = 5, r^5 = -7.59375 and s = 8.59375: the "
-    "factor is positive and below 1 for alpha < 1/s = 0.116364 (a monotone approach), between -1 and 0 up "
-    "to 2/s = 0.232727 (it converges, changing sign every cycle), and below -1 beyond. With k = 4, r^4 = "
-    "+5.0625: the fast weights end on phi's side and farther out, 1 - alpha s = 1 + 4.0625 alpha > 1, and "
+    "+ alpha r^k) phi = (1 - alpha (1 - r^k)) phi. With k = 5, r^5 = -7.59375 and 1 - r^5 = 8.59375: the "
+    "factor is positive and below 1 for alpha < 1 / 8.59375 = 0.116364 (a monotone approach), between -1 "
+    "and 0 up to 2 / 8.59375 = 0.232727 (it converges, changing sign every cycle), and below -1 beyond. With "
+    "k = 4, r^4 = +5.0625: the fast weights end on phi's side and farther out, 1 - alpha (1 - r^4) = "
+    "1 + 4.0625 alpha > 1, and "
     "no alpha helps (False). Lookahead rescues a step that overshoots to the other side, because the slow "
     "step averages the two sides; it cannot rescue one that runs away on the same side.",
 )
