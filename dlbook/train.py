@@ -460,6 +460,11 @@ class History:
         """All recorded values of ``key``, in order (records without it skipped)."""
         return [r[key] for r in self.records if key in r]
 
+    def series(self, key: str) -> tuple[list, list]:
+        """``(steps, values)`` of the records that hold ``key``, for plotting against the step."""
+        rows = [r for r in self.records if key in r]
+        return [r["step"] for r in rows], [r[key] for r in rows]
+
     def first_reaching(self, key: str, value: float) -> dict | None:
         """The first record whose ``key`` is at least ``value``, or ``None``."""
         for r in self.records:

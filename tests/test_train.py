@@ -77,6 +77,8 @@ def test_fit_learns_a_toy_problem(loaders):
     assert history.last["val_loss"] < before["loss"] and before["acc"] < 0.9
     assert history.column("epoch") == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert history.column("step") == [6, 12, 18, 24, 30]
+    assert history.series("val_acc") == ([6, 12, 18, 24, 30], history.column("val_acc"))
+    assert history.series("no such key") == ([], [])
     seconds = history.column("seconds")
     assert all(s >= 0 for s in seconds) and seconds == sorted(seconds)
     assert set(history.last) == {"epoch", "step", "seconds", "train_loss", "train_acc", "val_loss", "val_acc"}
