@@ -266,7 +266,13 @@ class MultiHeadAttention(nn.Module):
       (B, Tq, Tk) or (B, nh, Tq, Tk);
     * ``key_padding_mask``: boolean (B, Tk), True = padding (ignored);
     * ``is_causal``: query i attends to keys j <= i (:func:`causal_mask`);
-    * ``need_weights``: also return every head's weights (not averaged).
+    * ``need_weights``: also return every head's weights (not averaged);
+    * ``cache``, ``layer``: self-attention only; the new keys and values
+      are appended to layer ``layer`` of the cache (an object with
+      ``append(layer, k, v) -> (k_all, v_all)``, such as
+      :class:`dlbook.transformer.KVCache`) and the queries attend to all
+      of them; with ``is_causal`` the queries sit after the cached
+      positions.
 
     :meth:`load_torch_weights` copies the weights of an ``nn.MultiheadAttention``.
 
@@ -322,21 +328,35 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 *, attn_mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
-                is_causal: bool = False, need_weights: bool = False):
+                is_causal: bool = False, need_weights: bool = False, cache=None, layer: int = 0):
         self._check_input(query, "query")
         B, Tq, _ = query.shape
         key = query if key is None else self._check_input(key, "key", B)
         value = key if value is None else self._check_input(value, "value", B)
         if value.shape[1] != key.shape[1]:
             raise ValueError(f"key and value must have the same length Tk; got {key.shape[1]} and {value.shape[1]}")
-        Tk = key.shape[1]
         need_weights = check_bool(need_weights, "need_weights")
-        mask = merge_masks(attn_mask, key_padding_mask, B=B, Tq=Tq, Tk=Tk, is_causal=is_causal,
-                           device=query.device)  # (B or 1, nh or 1, Tq, Tk)
         q = self.split_heads(self.query_proj(query))  # (B, nh, Tq, hs)
         k = self.split_heads(self.key_proj(key))  # (B, nh, Tk, hs)
         v = self.split_heads(self.value_proj(value))  # (B, nh, Tk, hs)
+        if cache is not None:  # self-attention over the cached positions and the new ones
+            if key is not query:
+                raise ValueError("a cache holds self-attention's keys and values: call with the query only")
+            k, v = cache.append(layer, k, v)  # (B, nh, T_past + Tq, hs)
+        Tk = k.shape[2]
+        if (key_padding_mask is not None and cache is not None
+                and tuple(key_padding_mask.shape) != (B, Tk)):
+            raise ValueError(f"with a cache, key_padding_mask covers the cached positions too: shape "
+                             f"(B, Tk) = ({B}, {Tk}); got {tuple(key_padding_mask.shape)}")
         p = self.dropout if self.training else 0.0
+        if (self.use_torch_sdpa and not need_weights and attn_mask is None and key_padding_mask is None
+                and (not is_causal or Tq == Tk or Tq == 1)):
+            # PyTorch's fused kernel with its own causal flag; one new query may attend to every key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal and Tq == Tk)
+            y = self.out_proj(self.merge_heads(y))  # (B, Tq, d_model)
+            return y
+        mask = merge_masks(attn_mask, key_padding_mask, B=B, Tq=Tq, Tk=Tk, is_causal=is_causal,
+                           device=query.device)  # (B or 1, nh or 1, Tq, Tk); causal: aligned at the end
         if self.use_torch_sdpa and not need_weights:
             y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p), None
         else:

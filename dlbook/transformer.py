@@ -119,9 +119,11 @@ class EncoderLayer(nn.Module):
     weights, and inside the feed-forward network, as in
     ``nn.TransformerEncoderLayer``, whose weights :meth:`load_torch_weights` copies.
 
-    ``forward(x, *, attn_mask=None, key_padding_mask=None, is_causal=False)``
-    takes the masks of :class:`~dlbook.attention.MultiHeadAttention`
-    (``attn_mask``: True = may attend; ``key_padding_mask``: True = padding).
+    ``forward(x, *, attn_mask=None, key_padding_mask=None, is_causal=False,
+    cache=None, layer=0)`` takes the masks of
+    :class:`~dlbook.attention.MultiHeadAttention` (``attn_mask``: True = may
+    attend; ``key_padding_mask``: True = padding) and its key-value cache
+    (a :class:`KVCache` and the index of this layer in it).
 
     Shapes:
         x: (B, T, d_model) -> (B, T, d_model)
@@ -145,12 +147,14 @@ class EncoderLayer(nn.Module):
         return f"norm_first={self.norm_first}"
 
     def forward(self, x: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None = None, is_causal: bool = False,
+                cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
         _check_seq(x, "x", self.d_model)
 
         def attend(h):
             return self.dropout(self.self_attn(h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                               is_causal=is_causal))  # (B, T, d_model)
+                                               is_causal=is_causal, cache=cache,
+                                               layer=layer))  # (B, T, d_model)
 
         if self.norm_first:
             x = x + attend(self.norm1(x))  # x + f_1(LN_1(x))
@@ -820,61 +824,25 @@ class KVCache:
         return k, v
 
 
-class CausalSelfAttention(nn.Module):
-    """Masked multi-head self-attention with an optional :class:`KVCache`.
-
-    The projections are those of a :class:`~dlbook.attention.MultiHeadAttention`
-    (``self.mha``); the attention itself is PyTorch's fused
-    ``F.scaled_dot_product_attention``. Query i attends to keys j <= i; with
-    a cache the new queries sit after the cached positions
-    (:func:`~dlbook.attention.causal_mask` aligns them at the end).
-
-    Shapes:
-        x: (B, T, d_model) -> (B, T, d_model)
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
-        super().__init__()
-        self.mha = MultiHeadAttention(d_model, num_heads, dropout, bias)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        mha = self.mha
-        q = mha.split_heads(mha.query_proj(x))  # (B, nh, T, hs)
-        k = mha.split_heads(mha.key_proj(x))  # (B, nh, T, hs)
-        v = mha.split_heads(mha.value_proj(x))  # (B, nh, T, hs)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)  # (B, nh, T_past + T, hs)
-        Tq, Tk = q.shape[2], k.shape[2]
-        p = mha.dropout if self.training else 0.0
-        if Tq == Tk:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        elif Tq == 1:  # the newest token attends to everything before it
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        else:
-            mask = causal_mask(Tq, Tk, device=x.device)  # (Tq, Tk), aligned at the end
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return mha.out_proj(mha.merge_heads(y))  # (B, T, d_model)
-
-
-class GPTBlock(nn.Module):
-    r"""A pre-norm decoder block without cross-attention:
+class GPTBlock(EncoderLayer):
+    r"""A GPT block: a pre-norm :class:`EncoderLayer` with causal self-attention
+    and a GELU feed-forward network of width 4 d_model,
     $h = x + \operatorname{attn}(\operatorname{LN}_1(x))$, $y = h + \operatorname{FFN}(\operatorname{LN}_2(h))$.
+
+    ``forward(x, cache=None, layer=0)``: query i attends to keys j <= i;
+    with a :class:`KVCache` the new positions sit after the cached ones.
+    The attention runs in PyTorch's fused ``F.scaled_dot_product_attention``.
 
     Shapes:
         x: (B, T, d_model) -> (B, T, d_model)
     """
 
     def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.attn = CausalSelfAttention(config.d_model, config.n_head, config.dropout, config.bias)
-        self.norm2 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "gelu", config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config.d_model, config.n_head, 4 * config.d_model, config.dropout, "gelu",
+                         norm_first=True, bias=config.bias, use_torch_sdpa=True)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), cache, layer))  # (B, T, d_model)
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return super().forward(x, is_causal=True, cache=cache, layer=layer)
 
 
 class GPT(nn.Module):

@@ -481,3 +481,35 @@ def test_split_and_merge_heads_validate():
         mha.split_heads(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match=r"nh=2, T, hs=4"):
         mha.merge_heads(torch.randn(2, 3, 5, 4))
+
+
+@pytest.mark.parametrize("use_torch_sdpa", [False, True])
+def test_self_attention_through_a_cache_equals_causal_attention_over_the_whole_sequence(use_torch_sdpa):
+    from dlbook.transformer import KVCache
+
+    torch.manual_seed(0)
+    mha = A.MultiHeadAttention(16, 4, use_torch_sdpa=use_torch_sdpa).eval()
+    x = torch.randn(2, 7, 16)
+    full = mha(x, is_causal=True)  # (B, T, d_model)
+    cache = KVCache(1)
+    first = mha(x[:, :3], is_causal=True, cache=cache)  # a prompt of 3, then one at a time
+    rest = [mha(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(3, 7)]
+    assert len(cache) == 7
+    torch.testing.assert_close(torch.cat([first, *rest], 1), full, atol=1e-6, rtol=1e-5)
+    # two new positions at once: they see the cache and each other causally
+    cache = KVCache(1)
+    mha(x[:, :5], is_causal=True, cache=cache)
+    torch.testing.assert_close(mha(x[:, 5:], is_causal=True, cache=cache), full[:, 5:], atol=1e-6, rtol=1e-5)
+
+
+def test_a_cache_refuses_cross_attention_and_a_padding_mask_of_the_new_positions_only():
+    from dlbook.transformer import KVCache
+
+    mha = A.MultiHeadAttention(8, 2)
+    x, memory = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    with pytest.raises(ValueError, match="query only"):
+        mha(x, memory, cache=KVCache(1))
+    cache = KVCache(1)
+    mha(x, is_causal=True, cache=cache)
+    with pytest.raises(ValueError, match="cached positions too"):
+        mha(x[:, :1], key_padding_mask=torch.zeros(1, 1, dtype=torch.bool), cache=cache)

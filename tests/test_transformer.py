@@ -698,3 +698,16 @@ def test_layer_stack_lm_is_causal_and_normalizes_a_pre_norm_output():
         model(torch.zeros(1, 7, dtype=torch.long))
     with pytest.raises(ValueError, match="outside"):
         model(torch.full((1, 3), 9))
+
+
+def test_a_gpt_block_is_a_pre_norm_gelu_encoder_layer_with_causal_attention():
+    config = tr.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=16, dropout=0.0)
+    torch.manual_seed(0)
+    block = tr.GPTBlock(config).eval()
+    assert isinstance(block, tr.EncoderLayer) and block.norm_first
+    theirs = nn.TransformerEncoderLayer(16, 2, 64, dropout=0.0, activation="gelu", norm_first=True,
+                                        batch_first=True).eval()
+    block.load_torch_weights(theirs)
+    x = torch.randn(3, 8, 16)
+    expected = theirs(x, src_mask=nn.Transformer.generate_square_subsequent_mask(8), is_causal=True)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)
