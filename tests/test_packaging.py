@@ -11,12 +11,14 @@ folder of links to them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import dlbook
+from dlbook import yardstick
 from tools import badges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,12 +40,18 @@ def _run(args, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory) -> Path:
-    source = tmp_path_factory.mktemp("source")
+def _copy_sources(source: Path) -> Path:
+    """What a build of dlbook reads, copied into ``source``."""
+    source.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "dlbook", source / "dlbook", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return source
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    source = _copy_sources(tmp_path_factory.mktemp("source"))
     out = tmp_path_factory.mktemp("wheel")
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, source])
     wheels = list(out.glob("dlbook-*.whl"))
@@ -90,6 +99,25 @@ def test_wheel_holds_every_module_of_the_sources(wheel):
     assert sources - packed == set(), "modules missing from the wheel (pyproject.toml's packages list?)"
 
 
+def test_the_wheel_ships_the_judges_weights_with_their_checksum(wheel):
+    """The yardstick's judge is package data: every install measures with the same weights."""
+    with zipfile.ZipFile(wheel) as zf:
+        blob = zf.read("dlbook/judge_mnist.pt")
+    assert hashlib.sha256(blob).hexdigest() == yardstick.JUDGE_SHA256
+
+
+def test_the_sdist_ships_the_judges_weights(tmp_path):
+    source = _copy_sources(tmp_path / "source")
+    out = tmp_path / "sdist"
+    built = _run([sys.executable, "-c", "import sys, setuptools.build_meta as backend; "
+                  "print(backend.build_sdist(sys.argv[1]))", out], cwd=source).stdout.split()[-1]
+    with tarfile.open(out / built) as tar:
+        found = [m for m in tar.getmembers() if m.name.endswith("/dlbook/judge_mnist.pt")]
+        assert len(found) == 1, "dlbook/judge_mnist.pt is missing from the sdist"
+        blob = tar.extractfile(found[0]).read()
+    assert hashlib.sha256(blob).hexdigest() == yardstick.JUDGE_SHA256
+
+
 def test_the_install_cell_keeps_the_platforms_torch_and_every_module_imports(wheel, platform_env, tmp_path):
     python = platform_env
     before = _in_env(python, "import torch, importlib.util; print(torch.__version__, torch.__file__); "
@@ -107,11 +135,15 @@ import dlbook
 names = [m.name for m in pkgutil.walk_packages(dlbook.__path__, "dlbook.")]
 for name in names:
     importlib.import_module(name)
-print(json.dumps({"file": dlbook.__file__, "version": dlbook.__version__, "modules": names}))
+from dlbook import yardstick
+yardstick.load_judge("cpu")  # its weights are there, and their SHA-256 matches
+print(json.dumps({"file": dlbook.__file__, "version": dlbook.__version__, "modules": names,
+                  "judge": str(yardstick.JUDGE_PATH)}))
 """, tmp_path))
     purelib = Path(_in_env(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])", tmp_path).strip())
     assert Path(report["file"]).parent == purelib / "dlbook", "dlbook was not imported from the installed wheel"
     assert report["version"] == dlbook.__version__
+    assert Path(report["judge"]) == purelib / "dlbook" / "judge_mnist.pt"
     sources = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                for p in (ROOT / "dlbook").rglob("*.py") if "__pycache__" not in p.parts}
     assert sources - {"dlbook"} <= set(report["modules"])
