@@ -11,6 +11,8 @@
 - :func:`margin`: how many standard errors separate two estimates.
 - :func:`same_class_neighbours`: how well vectors (an embedding) keep the
   classes apart: the share of each point's nearest points in its class.
+- :func:`roc_auc`: the area under the ROC curve of a score that should be
+  higher for one group (anomalies) than for the other.
 
 The book's naming rule for spreads: ``_std`` is the sample standard
 deviation over seeds, ``_stderr`` the standard error of one run's estimate.
@@ -31,7 +33,7 @@ import torch
 from ._checks import check_float, check_int, describe
 
 __all__ = ["Estimate", "McNemar", "Paired", "Spread", "accuracy", "accuracy_stderr", "margin", "mcnemar",
-           "mean_std", "paired", "same_class_neighbours"]
+           "mean_std", "paired", "roc_auc", "same_class_neighbours"]
 
 
 def _values(values: Any, name: str, minimum: int = 1) -> np.ndarray:
@@ -281,9 +283,12 @@ def margin(a: float, a_stderr: float, b: float, b_stderr: float) -> float:
     return (a - b) / scale
 
 
-def same_class_neighbours(h: torch.Tensor, y: torch.Tensor, n_nearest: int = 10) -> float:
+def same_class_neighbours(h: torch.Tensor, y: torch.Tensor, n_nearest: int = 10,
+                          metric: str = "cosine") -> float:
     """The share of each point's ``n_nearest`` nearest other points (by
-    cosine similarity) that have its class, averaged over the points: 1
+    cosine similarity, or with ``metric="euclidean"`` by distance, which a
+    two-dimensional embedding needs: there the cosine sees only the angle)
+    that have its class, averaged over the points: 1
     when every neighbourhood is pure, about the chance of two random
     points sharing a class when the vectors carry no class information.
 
@@ -304,9 +309,42 @@ def same_class_neighbours(h: torch.Tensor, y: torch.Tensor, n_nearest: int = 10)
     n_nearest = check_int(n_nearest, "n_nearest", 1)
     if n_nearest >= h.shape[0]:
         raise ValueError(f"n_nearest must be below the number of points, {h.shape[0]}; got {n_nearest}")
-    unit = torch.nn.functional.normalize(h.detach(), dim=1)  # (N, C)
-    sim = torch.sparse.mm(unit.to_sparse(), unit.T)  # (N, N); the sparse product skips zeros
-    sim.fill_diagonal_(-2.0)  # below any cosine: a point is not its own neighbour
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean'; got {metric!r}")
+    if metric == "euclidean":
+        sim = -torch.cdist(h.detach(), h.detach())  # (N, N): the nearest has the largest -distance
+        sim.fill_diagonal_(-math.inf)  # a point is not its own neighbour
+    else:
+        unit = torch.nn.functional.normalize(h.detach(), dim=1)  # (N, C)
+        sim = torch.sparse.mm(unit.to_sparse(), unit.T)  # (N, N); the sparse product skips zeros
+        sim.fill_diagonal_(-2.0)  # below any cosine: a point is not its own neighbour
     nearest = sim.topk(n_nearest, dim=1).indices  # (N, n_nearest)
     y = y.to(h.device)
     return (y[nearest] == y[:, None]).double().mean().item()
+
+
+def roc_auc(scores_pos: Any, scores_neg: Any) -> float:
+    """The area under the ROC curve of a score meant to be higher for the
+    positives (anomalies) than for the negatives: the probability that a
+    random positive scores above a random negative, ties counted half.
+
+    Computed in the Mann-Whitney form from the ranks of all the scores
+    (tied scores share their average rank): U = R_pos - n_pos (n_pos + 1) / 2,
+    AUC = U / (n_pos n_neg). 0.5 is chance, 1 a perfect separation, 0 a
+    perfectly reversed one.
+
+    Shapes:
+        scores_pos: (n_pos,), scores_neg: (n_neg,) -> a float
+    """
+    pos = _values(scores_pos, "scores_pos")
+    neg = _values(scores_neg, "scores_neg")
+    scores = np.concatenate([pos, neg])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    rank_sums = np.bincount(inverse, weights=ranks)
+    ranks = (rank_sums / counts)[inverse]  # tied scores share their average rank
+    n_pos, n_neg = len(pos), len(neg)
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))

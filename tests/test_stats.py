@@ -165,3 +165,55 @@ def test_same_class_neighbours_by_hand_and_on_clusters():
         stats.same_class_neighbours(h, torch.tensor([0, 0, 1, 1]), 4)
     with pytest.raises(ValueError, match="y must be an int64 tensor of shape"):
         stats.same_class_neighbours(h, torch.tensor([0, 1]))
+
+
+def test_same_class_neighbours_by_distance():
+    """On a line, by distance: the cosine would call every positive point the same."""
+    h = torch.tensor([[1.0, 0.0], [1.1, 0.0], [5.0, 0.0], [5.2, 0.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert stats.same_class_neighbours(h, y, 1, metric="euclidean") == 1.0
+    assert stats.same_class_neighbours(h, torch.tensor([0, 1, 0, 1]), 1, metric="euclidean") == 0.0
+    g = torch.Generator().manual_seed(1)
+    points = torch.randn(60, 2, generator=g)
+    labels = torch.randint(0, 3, (60,), generator=g)
+    dist = torch.cdist(points, points).fill_diagonal_(float("inf"))
+    nearest = dist.topk(4, largest=False).indices  # brute force
+    expected = (labels[nearest] == labels[:, None]).double().mean().item()
+    assert stats.same_class_neighbours(points, labels, 4, metric="euclidean") == pytest.approx(expected)
+    with pytest.raises(ValueError, match="metric must be 'cosine' or 'euclidean'"):
+        stats.same_class_neighbours(h, y, 1, metric="l1")
+
+
+# roc_auc ------------------------------------------------------------------------
+
+def _pairwise_auc(pos, neg):
+    """The definition: the share of (positive, negative) pairs in the right order, ties half."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_auc_equals_the_pairwise_count(seed):
+    gen = np.random.default_rng(seed)
+    pos = gen.integers(0, 6, size=gen.integers(1, 30)).astype(float)  # many ties
+    neg = gen.integers(0, 5, size=gen.integers(1, 30)).astype(float)
+    assert stats.roc_auc(pos, neg) == pytest.approx(_pairwise_auc(pos, neg), abs=1e-12)
+    cont_pos, cont_neg = gen.normal(1, 1, 40), gen.normal(0, 1, 35)
+    assert stats.roc_auc(cont_pos, cont_neg) == pytest.approx(_pairwise_auc(cont_pos, cont_neg), abs=1e-12)
+
+
+def test_roc_auc_golden():
+    assert stats.roc_auc([3, 4], [1, 2]) == 1.0
+    assert stats.roc_auc([1, 2], [3, 4]) == 0.0
+    assert stats.roc_auc([1, 1], [1, 1, 1]) == 0.5
+    assert stats.roc_auc(torch.tensor([2.0, 0.0]), [1.0]) == 0.5
+
+
+@pytest.mark.parametrize("pos, neg, error, match", [
+    ([], [1.0], ValueError, "scores_pos needs at least 1 value"),
+    ([1.0], [float("nan")], ValueError, "scores_neg must be finite"),
+    ("abc", [1.0], TypeError, "scores_pos must be a sequence"),
+])
+def test_roc_auc_bad_input(pos, neg, error, match):
+    with pytest.raises(error, match=match):
+        stats.roc_auc(pos, neg)
