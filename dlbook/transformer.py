@@ -119,9 +119,11 @@ class EncoderLayer(nn.Module):
     weights, and inside the feed-forward network, as in
     ``nn.TransformerEncoderLayer``, whose weights :meth:`load_torch_weights` copies.
 
-    ``forward(x, *, attn_mask=None, key_padding_mask=None, is_causal=False)``
-    takes the masks of :class:`~dlbook.attention.MultiHeadAttention`
-    (``attn_mask``: True = may attend; ``key_padding_mask``: True = padding).
+    ``forward(x, *, attn_mask=None, key_padding_mask=None, is_causal=False,
+    cache=None, layer=0)`` takes the masks of
+    :class:`~dlbook.attention.MultiHeadAttention` (``attn_mask``: True = may
+    attend; ``key_padding_mask``: True = padding) and its key-value cache
+    (a :class:`KVCache` and the index of this layer in it).
 
     Shapes:
         x: (B, T, d_model) -> (B, T, d_model)
@@ -145,12 +147,14 @@ class EncoderLayer(nn.Module):
         return f"norm_first={self.norm_first}"
 
     def forward(self, x: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None = None, is_causal: bool = False,
+                cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
         _check_seq(x, "x", self.d_model)
 
         def attend(h):
             return self.dropout(self.self_attn(h, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                                               is_causal=is_causal))  # (B, T, d_model)
+                                               is_causal=is_causal, cache=cache,
+                                               layer=layer))  # (B, T, d_model)
 
         if self.norm_first:
             x = x + attend(self.norm1(x))  # x + f_1(LN_1(x))
@@ -402,34 +406,47 @@ def _check_decoding(model, src, max_len, bos_id, eos_id):
 
 @torch.no_grad()
 def greedy_decode(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bos_id: int,
-                  eos_id: int) -> torch.Tensor:
+                  eos_id: int, *, prefix: torch.Tensor | None = None) -> torch.Tensor:
     r"""Greedy decoding: at every step append the most probable next token,
     $\hat y_t = \arg\max_v p(v \mid \hat y_{<t}, x)$, until EOS or ``max_len`` tokens.
 
+    ``prefix`` (BOS and the first tokens, forced) makes the decoder continue
+    a given start instead of BOS alone: the returned ids then begin with
+    the prefix's tokens (without its BOS), and ``max_len`` counts them.
     The model is evaluated in evaluation mode (its mode is restored).
     Padding is never generated; after a sequence's EOS its remaining
     positions hold ``model.pad_id``.
 
     Shapes:
-        src: (B, T_src) -> (B, L) target ids without the BOS, L <= max_len
+        src: (B, T_src), prefix: (B, 1 + n) -> (B, L) target ids without the BOS, L <= max_len
     """
     max_len, bos_id, eos_id = _check_decoding(model, src, max_len, bos_id, eos_id)
+    if prefix is None:
+        prefix = torch.full((len(src), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+    _check_ids(prefix, "prefix")
+    if len(prefix) != len(src) or prefix.shape[1] < 1 or prefix.shape[1] > max_len + 1:
+        raise ValueError(f"prefix must have shape (B={len(src)}, 1 to max_len + 1 = {max_len + 1}); got "
+                         f"{tuple(prefix.shape)}")
+    if not bool((prefix[:, 0] == bos_id).all()):
+        raise ValueError(f"prefix must start with bos_id={bos_id} in every row")
+    if prefix.min() < 0 or prefix.max() >= model.tgt_vocab_size:
+        raise ValueError(f"prefix holds ids outside 0..{model.tgt_vocab_size - 1}")
     was_training = model.training
     model.eval()
     try:
         memory = model.encode(src)  # (B, T_src, d_model)
         padding = model.padding_mask(src)
-        ys = torch.full((len(src), 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-        done = torch.zeros(len(src), dtype=torch.bool, device=src.device)
-        for _ in range(max_len):
+        ys = prefix.to(src.device)  # (B, 1 + n)
+        done = (ys[:, 1:] == eos_id).any(1)  # (B,)
+        for _ in range(max_len + 1 - ys.shape[1]):
+            if done.all():
+                break
             logits = model.decode(ys, memory, padding)[:, -1]  # (B, V): the next token only
             logits[:, model.pad_id] = -math.inf  # padding is never generated
             next_id = logits.argmax(-1)  # (B,)
             next_id = torch.where(done, torch.full_like(next_id, model.pad_id), next_id)
             ys = torch.cat([ys, next_id[:, None]], dim=1)  # (B, t + 1)
             done |= next_id == eos_id
-            if done.all():
-                break
         return ys[:, 1:]
     finally:
         model.train(was_training)
@@ -457,8 +474,8 @@ def beam_search(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bos_
     k = check_int(beam_size, "beam_size", 1)
     alpha = check_float(length_penalty, "length_penalty", 0.0)
     V = model.tgt_vocab_size
-    if k > V:
-        raise ValueError(f"beam_size ({k}) cannot exceed the target vocabulary ({V})")
+    if k > V - 1:  # padding is never generated: V - 1 tokens can extend a hypothesis
+        raise ValueError(f"beam_size ({k}) cannot exceed the {V - 1} target tokens other than padding")
     was_training = model.training
     model.eval()
     try:
@@ -698,6 +715,46 @@ def exact_match(y_hat: torch.Tensor, tgt: torch.Tensor, eos_id: int = DATE_EOS_I
     return (a == b).all(dim=1)
 
 
+class LayerStackLM(nn.Module):
+    """A causal language model made of :class:`EncoderLayer` s, for experiments on the stack itself.
+
+    Token and learned position embeddings, ``num_layers`` encoder layers
+    run with a causal mask (post-norm or pre-norm, ``norm_first``), a final
+    LayerNorm in the pre-norm case (nothing else normalizes the output of a
+    pre-norm stack), and a linear head. :class:`GPT` is the same kind of
+    model with GPT-2's block, initialization and a key-value cache.
+
+    Shapes:
+        idx: (B, T), T <= block_size -> (B, T, V)
+    """
+
+    def __init__(self, vocab_size: int, norm_first: bool, num_layers: int = 12, d_model: int = 64,
+                 num_heads: int = 4, block_size: int = 64):
+        super().__init__()
+        self.vocab_size = check_int(vocab_size, "vocab_size", 1)
+        self.norm_first = check_bool(norm_first, "norm_first")
+        self.tok_embed = nn.Embedding(vocab_size, check_int(d_model, "d_model", 1))
+        self.pos_embed = nn.Embedding(check_int(block_size, "block_size", 1), d_model)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, num_heads, 4 * d_model, norm_first=norm_first, use_torch_sdpa=True)
+            for _ in range(check_int(num_layers, "num_layers", 1)))
+        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        _check_ids(idx, "idx")
+        T = idx.shape[1]
+        if T > self.pos_embed.num_embeddings or T == 0:
+            raise ValueError(f"idx must hold 1 to block_size={self.pos_embed.num_embeddings} positions; got {T}")
+        if idx.min() < 0 or idx.max() >= self.vocab_size:
+            raise ValueError(f"idx holds ids outside 0..{self.vocab_size - 1}")
+        positions = torch.arange(T, device=idx.device)
+        h = self.tok_embed(idx) + self.pos_embed(positions)  # (B, T, d_model)
+        for layer in self.layers:
+            h = layer(h, is_causal=True)
+        return self.head(self.norm(h))  # (B, T, V)
+
+
 # a character-level GPT ---------------------------------------------------------
 
 @dataclass
@@ -767,61 +824,25 @@ class KVCache:
         return k, v
 
 
-class CausalSelfAttention(nn.Module):
-    """Masked multi-head self-attention with an optional :class:`KVCache`.
-
-    The projections are those of a :class:`~dlbook.attention.MultiHeadAttention`
-    (``self.mha``); the attention itself is PyTorch's fused
-    ``F.scaled_dot_product_attention``. Query i attends to keys j <= i; with
-    a cache the new queries sit after the cached positions
-    (:func:`~dlbook.attention.causal_mask` aligns them at the end).
-
-    Shapes:
-        x: (B, T, d_model) -> (B, T, d_model)
-    """
-
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
-        super().__init__()
-        self.mha = MultiHeadAttention(d_model, num_heads, dropout, bias)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        mha = self.mha
-        q = mha.split_heads(mha.query_proj(x))  # (B, nh, T, hs)
-        k = mha.split_heads(mha.key_proj(x))  # (B, nh, T, hs)
-        v = mha.split_heads(mha.value_proj(x))  # (B, nh, T, hs)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)  # (B, nh, T_past + T, hs)
-        Tq, Tk = q.shape[2], k.shape[2]
-        p = mha.dropout if self.training else 0.0
-        if Tq == Tk:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        elif Tq == 1:  # the newest token attends to everything before it
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        else:
-            mask = causal_mask(Tq, Tk, device=x.device)  # (Tq, Tk), aligned at the end
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return mha.out_proj(mha.merge_heads(y))  # (B, T, d_model)
-
-
-class GPTBlock(nn.Module):
-    r"""A pre-norm decoder block without cross-attention:
+class GPTBlock(EncoderLayer):
+    r"""A GPT block: a pre-norm :class:`EncoderLayer` with causal self-attention
+    and a GELU feed-forward network of width 4 d_model,
     $h = x + \operatorname{attn}(\operatorname{LN}_1(x))$, $y = h + \operatorname{FFN}(\operatorname{LN}_2(h))$.
+
+    ``forward(x, cache=None, layer=0)``: query i attends to keys j <= i;
+    with a :class:`KVCache` the new positions sit after the cached ones.
+    The attention runs in PyTorch's fused ``F.scaled_dot_product_attention``.
 
     Shapes:
         x: (B, T, d_model) -> (B, T, d_model)
     """
 
     def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.attn = CausalSelfAttention(config.d_model, config.n_head, config.dropout, config.bias)
-        self.norm2 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "gelu", config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config.d_model, config.n_head, 4 * config.d_model, config.dropout, "gelu",
+                         norm_first=True, bias=config.bias, use_torch_sdpa=True)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), cache, layer))  # (B, T, d_model)
-        return x + self.dropout(self.ffn(self.norm2(x)))
+        return super().forward(x, is_causal=True, cache=cache, layer=layer)
 
 
 class GPT(nn.Module):
@@ -967,6 +988,40 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature:
             next_id = sample_next(logits, temperature, top_k, generator)  # (B,)
             idx = torch.cat([idx, next_id[:, None]], dim=1)  # (B, T + 1)
         return idx
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def loss_by_position(model: nn.Module, loader) -> torch.Tensor:
+    r"""A language model's mean cross-entropy at each position of its windows.
+
+    Position t (0-based) predicts the token after t + 1 tokens of context:
+    $\ell_t = -\frac{1}{N}\sum_n \log p(y_{n,t} \mid x_{n,\le t})$ over the N
+    windows of ``loader`` (batches ``(x, y)`` as for :func:`lm_step`), in
+    nats, computed in float32 in evaluation mode (the mode is restored).
+
+    Shapes:
+        batches x, y: (B, T) -> (T,)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        total, n = None, 0
+        for batch in loader:
+            x, y = _check_batch(batch, 2, "loss_by_position")
+            logits = model(x).float()  # (B, T, V)
+            loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
+            if total is not None and loss.shape[1] != total.shape[0]:
+                raise ValueError(f"every window must have the same length; got {loss.shape[1]} after "
+                                 f"{total.shape[0]}")
+            total = loss.sum(0) if total is None else total + loss.sum(0)
+            n += len(x)
+        if total is None:
+            raise ValueError("loader gave no batches")
+        return total / n
     finally:
         model.train(was_training)
 
@@ -1138,6 +1193,117 @@ class MiniBERT(nn.Module):
         mlm_logits = self.mlm_head(h)  # (B, T, vocab_size)
         nsp_logits = self.nsp_head(self.pooler(h[:, 0]))  # (B, 2): from [CLS]
         return mlm_logits, nsp_logits
+
+
+class NeighbourCounts:
+    r"""Count-table baselines for masked characters: guess a token from its neighbours.
+
+    Fitted on a training text of ids ``0 .. vocab_size - 1``, it counts how
+    often each token follows each token (the *left* table, a bigram) and
+    how often each token sits between each pair of tokens (the *both*
+    table). :meth:`guess` predicts, at every position of a batch of
+    sequences, the token the table makes most probable given the true
+    neighbours: ``context="left"``, $\arg\max_c n(x_{t-1}, c)$;
+    ``"both"``, $\arg\max_c n(x_{t-1}, c, x_{t+1})$; ``"none"``, the commonest
+    token. Where a neighbour is missing or not in the vocabulary (a
+    sequence's edge, [CLS], [SEP]), or the pair was never seen, it backs off
+    to the left table, then to the commonest token.
+
+    Shapes:
+        ids: (B, T) -> guesses (B, T)
+    """
+
+    CONTEXTS = ("none", "left", "both")
+
+    def __init__(self, train_ids: torch.Tensor, vocab_size: int):
+        train_ids = _check_ids(train_ids, "train_ids", dims=1)
+        V = self.vocab_size = check_int(vocab_size, "vocab_size", 1)
+        if len(train_ids) < 3:
+            raise ValueError(f"train_ids must hold at least 3 ids; got {len(train_ids)}")
+        if train_ids.min() < 0 or train_ids.max() >= V:
+            raise ValueError(f"train_ids hold ids outside 0..{V - 1}")
+        t = train_ids.long().cpu()
+        self.unigram = torch.bincount(t, minlength=V)  # (V,)
+        self.left = torch.bincount(t[:-1] * V + t[1:], minlength=V * V).view(V, V)  # [prev, cur]
+        both = t[:-2] * V * V + t[2:] * V + t[1:-1]  # (prev, next, cur)
+        self.both = torch.bincount(both, minlength=V ** 3).view(V, V, V)  # [prev, next, cur]
+
+    def guess(self, ids: torch.Tensor, context: str = "both") -> torch.Tensor:
+        _check_ids(ids, "ids")
+        if context not in self.CONTEXTS:
+            raise ValueError(f"context must be one of {', '.join(self.CONTEXTS)}; got {describe(context)}")
+        ids = ids.long().cpu()
+        V = self.vocab_size
+        guess = torch.full_like(ids, int(self.unigram.argmax()))  # (B, T): the commonest token
+        if context == "none":
+            return guess
+        prev = torch.full_like(ids, -1)
+        prev[:, 1:] = ids[:, :-1]
+        nxt = torch.full_like(ids, -1)
+        nxt[:, :-1] = ids[:, 1:]
+        has_prev = (prev >= 0) & (prev < V)
+        p = prev.clamp(0, V - 1)
+        row = self.left[p]  # (B, T, V)
+        use = has_prev & (row.sum(-1) > 0)
+        guess = torch.where(use, row.argmax(-1), guess)
+        if context == "both":
+            has_next = (nxt >= 0) & (nxt < V)
+            row = self.both[p, nxt.clamp(0, V - 1)]  # (B, T, V)
+            use = has_prev & has_next & (row.sum(-1) > 0)
+            guess = torch.where(use, row.argmax(-1), guess)
+        return guess
+
+
+def swap_examples(ids: torch.Tensor, n: int, seg_len: int, vocab_size: int, *,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """A small classification task for fine-tuning: was a typo made in this text?
+
+    Each example is ``seg_len`` characters from a random place of ``ids``
+    in BERT's single-segment format ``[CLS] text [SEP]`` ([CLS] = V,
+    [SEP] = V + 1, segment ids all 0). In half of the examples (label 1)
+    two adjacent, different characters of the text are swapped, as a typist
+    does ("teh"); the other half (label 0) is the text as it is. Telling
+    them apart takes knowing how words are spelled.
+
+    Shapes:
+        ids: (L,) -> inputs (n, seg_len + 2), segments (n, seg_len + 2), labels (n,)
+    """
+    _check_ids(ids, "ids", dims=1)
+    n, seg_len = check_int(n, "n", 1), check_int(seg_len, "seg_len", 2)
+    vocab_size = check_int(vocab_size, "vocab_size", 1)
+    if len(ids) < seg_len + 1:
+        raise ValueError(f"the text ({len(ids)} ids) is too short for segments of {seg_len}")
+    starts = torch.randint(len(ids) - seg_len, (n,), generator=generator)  # (n,)
+    text = ids.long().cpu()[starts[:, None] + torch.arange(seg_len)]  # (n, seg_len)
+    labels = torch.randint(2, (n,), generator=generator)  # (n,)
+    # a random place i with text[i] != text[i + 1]; rows without one stay unswapped (label 0)
+    differs = (text[:, :-1] != text[:, 1:]).float()  # (n, seg_len - 1)
+    weights = differs + 1e-12 * (differs.sum(1, keepdim=True) == 0)
+    i = torch.multinomial(weights, 1, generator=generator)[:, 0]  # (n,)
+    labels = labels * (differs.sum(1) > 0).long()
+    rows = torch.arange(n)
+    a, b = text[rows, i], text[rows, i + 1]
+    swapped = text.clone()
+    swapped[rows, i], swapped[rows, i + 1] = b, a
+    text = torch.where(labels[:, None].bool(), swapped, text)
+    cls = torch.full((n, 1), vocab_size, dtype=torch.long)
+    sep = torch.full((n, 1), vocab_size + 1, dtype=torch.long)
+    inputs = torch.cat([cls, text, sep], dim=1)  # (n, seg_len + 2)
+    return inputs, torch.zeros_like(inputs), labels
+
+
+def cls_step(model: MiniBERT, batch) -> dict:
+    """A fine-tuning step of a :class:`MiniBERT` on a two-class task: the
+    class is read from the [CLS] output through the pooler and the
+    two-way head (the one next-sentence prediction trains); ``loss`` is
+    the cross-entropy, ``acc`` the accuracy.
+
+    Shapes:
+        batch: inputs, segments (B, T); labels (B,)
+    """
+    inputs, segments, labels = _check_batch(batch, 3, "cls_step")
+    _, logits = model(inputs, segments)  # (B, 2)
+    return {"loss": F.cross_entropy(logits, labels), "acc": (logits.argmax(-1) == labels).float().mean()}
 
 
 # the vision transformer ----------------------------------------------------------

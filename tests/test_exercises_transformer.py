@@ -35,7 +35,37 @@ def _top_p(logits, p):
     return logits.masked_fill(~keep, -math.inf)
 
 
+def _beam(scores, log_p):
+    B, k, V = log_p.shape
+    total = (scores[:, :, None] + log_p).reshape(B, k * V)
+    new, index = total.topk(k, dim=-1)
+    return new, index // V, index % V
+
+
+def _beam_own_best(scores, log_p):  # every hypothesis extended by its own best token
+    best, token = log_p.max(-1)
+    new, order = (scores + best).sort(-1, descending=True)
+    return new, order, token.gather(1, order)
+
+
+def _beam_no_scores(scores, log_p):
+    return _beam(torch.zeros_like(scores), log_p)
+
+
+def _beam_swapped(scores, log_p):
+    new, beam, token = _beam(scores, log_p)
+    B, k, V = log_p.shape
+    index = beam * V + token
+    return new, index % k, index // k
+
+
+def _beam_unsorted(scores, log_p):
+    new, beam, token = _beam(scores, log_p)
+    return new.flip(-1), beam.flip(-1), token.flip(-1)
+
+
 RIGHT = {
+    "transformer.beam_step": _beam,
     "transformer.decoder_layer_params": _params,
     "transformer.prefix_lm_mask": _prefix,
     "transformer.top_p": _top_p,
@@ -64,6 +94,15 @@ def _top_p_rescaled(logits, p):
 
 
 WRONG = {
+    "transformer.beam_step": [
+        (_beam_own_best, "its own best token"),
+        (_beam_no_scores, "total log-probability"),
+        (_beam_swapped, "flat index"),
+        (_beam_unsorted, "best first"),
+        (lambda s, lp: _beam(s, lp)[:2], "tuple"),
+        (lambda s, lp: tuple(t[:, :1] for t in _beam(s, lp)), "shape"),
+        (1, "function"),
+    ],
     "transformer.decoder_layer_params": [
         (lambda d, nh, f: _params(d, nh, f) - 4 * (d * d + d), "which one reads the encoder"),
         (lambda d, nh, f: _params(d, nh, f) - 2 * d, "how many are there"),
@@ -113,6 +152,7 @@ WRONG = {
 
 # What a hint must never print: the explanation's key facts
 SECRETS = {
+    "transformer.beam_step": ["hypothesis i // V and token i % V"],
     "transformer.decoder_layer_params": ["2 * 4 * (d^2 + d)", "3 * 2d"],
     "transformer.prefix_lm_mask": ["(j < n_prompt) | (j <= i)"],
     "transformer.top_p": ["cumsum minus its own probability < p"],

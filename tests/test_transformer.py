@@ -242,7 +242,7 @@ def test_beam_search_scores_are_log_probabilities_and_beat_exhaustive_search_whe
     torch.manual_seed(1)
     model = _seq2seq()
     src = torch.randint(1, V_SRC, (4, 5))
-    beam, scores = tr.beam_search(model, src, 2, BOS_ID, EOS_ID, beam_size=V_TGT)
+    beam, scores = tr.beam_search(model, src, 2, BOS_ID, EOS_ID, beam_size=V_TGT - 1)
     full = torch.cat([torch.full((4, 1), BOS_ID), beam], 1)
     assert torch.allclose(scores, tr.sequence_log_prob(model, src, full), atol=1e-4)
     # every output of length <= 2 (a sequence ends at its EOS): the best by exhaustive search
@@ -260,7 +260,7 @@ def test_decoding_validation():
     model = _seq2seq()
     src = torch.randint(1, V_SRC, (2, 3))
     with pytest.raises(ValueError, match="beam_size"):
-        tr.beam_search(model, src, 3, BOS_ID, EOS_ID, beam_size=V_TGT + 1)
+        tr.beam_search(model, src, 3, BOS_ID, EOS_ID, beam_size=V_TGT)
     with pytest.raises(ValueError, match="max_len"):
         tr.greedy_decode(model, src, 0, BOS_ID, EOS_ID)
     with pytest.raises(ValueError, match="bos_id"):
@@ -573,3 +573,141 @@ def test_helpers_reject_mismatched_or_wrong_input():
     bert = tr.MiniBERT(65, d_model=16, num_heads=2, num_layers=1)
     with pytest.raises(ValueError, match="segments must hold"):
         bert(torch.zeros(1, 5, dtype=torch.long), torch.full((1, 5), 2))
+
+
+# greedy decoding from a prefix, loss by position, count baselines, the typo task ----------
+
+def test_greedy_decode_from_a_prefix_continues_it_and_matches_a_manual_loop():
+    torch.manual_seed(3)
+    model = _seq2seq().eval()
+    src = torch.randint(1, V_SRC, (5, 4))
+    full = tr.greedy_decode(model, src, 5, BOS_ID, EOS_ID)
+    # the first token greedy itself chose, as a prefix: the same output
+    prefix = torch.cat([torch.full((5, 1), BOS_ID), full[:, :1]], 1)
+    assert torch.equal(tr.greedy_decode(model, src, 5, BOS_ID, EOS_ID, prefix=prefix), full)
+    # forced tokens (not EOS): kept, and the rest is greedy from them
+    forced = torch.tensor([[BOS_ID, 3, 4]] * 5)
+    out = tr.greedy_decode(model, src, 5, BOS_ID, EOS_ID, prefix=forced)
+    assert torch.equal(out[:, :2], forced[:, 1:])
+    with torch.no_grad():
+        ys = forced
+        for _ in range(3):
+            logits = model.decode(ys, model.encode(src), model.padding_mask(src))[:, -1]
+            logits[:, model.pad_id] = -math.inf
+            ys = torch.cat([ys, logits.argmax(-1, keepdim=True)], 1)
+    # up to each row's first EOS, the same tokens
+    for row in range(5):
+        want = ys[row, 3:].tolist()
+        if EOS_ID in want:
+            want = want[:want.index(EOS_ID) + 1]
+        assert out[row, 2:2 + len(want)].tolist() == want
+
+
+def test_greedy_decode_prefix_validation():
+    model = _seq2seq()
+    src = torch.randint(1, V_SRC, (2, 3))
+    with pytest.raises(ValueError, match="bos_id"):
+        tr.greedy_decode(model, src, 3, BOS_ID, EOS_ID, prefix=torch.tensor([[3, 4], [BOS_ID, 4]]))
+    with pytest.raises(ValueError, match="prefix must have shape"):
+        tr.greedy_decode(model, src, 3, BOS_ID, EOS_ID, prefix=torch.full((3, 1), BOS_ID))
+    with pytest.raises(ValueError, match="outside"):
+        tr.greedy_decode(model, src, 3, BOS_ID, EOS_ID, prefix=torch.tensor([[BOS_ID, V_TGT]] * 2))
+
+
+def test_loss_by_position_averages_the_per_position_cross_entropy():
+    torch.manual_seed(0)
+    gpt = tr.GPT(tr.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=16))
+    x = torch.randint(11, (10, 8))
+    y = torch.randint(11, (10, 8))
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    got = tr.loss_by_position(gpt, batches)
+    with torch.no_grad():
+        logits = gpt(x)
+    want = torch.stack([F.cross_entropy(logits[:, t], y[:, t]) for t in range(8)])
+    assert got.shape == (8,)
+    assert torch.allclose(got, want, atol=1e-5)
+    # its mean over positions is lm_step's loss
+    assert torch.allclose(got.mean(), tr.lm_step(gpt, (x, y))["loss"], atol=1e-5)
+    assert gpt.training
+    with pytest.raises(ValueError, match="no batches"):
+        tr.loss_by_position(gpt, [])
+    with pytest.raises(TypeError, match="nn.Module"):
+        tr.loss_by_position(lambda x: x, batches)
+
+
+def test_neighbour_counts_guess_from_the_tables():
+    # text: "abcabcabd" over V = 5 (a=0, b=1, c=2, d=3; 4 never seen)
+    text = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 3])
+    counts = tr.NeighbourCounts(text, 5)
+    assert counts.unigram.tolist() == [3, 3, 2, 1, 0]
+    ids = torch.tensor([[0, 1, 2, 0, 1, 3]])
+    # none: the commonest token (ties: the lowest id)
+    assert counts.guess(ids, "none").tolist() == [[0] * 6]
+    # left: after a comes b; after b comes c (2 times) rather than d (once); after c comes a
+    assert counts.guess(ids, "left").tolist() == [[0, 1, 2, 0, 1, 2]]
+    # both: (a, ?, d) was seen once as b; (c, ?, b) was seen as a; edges back off to left / none
+    both = counts.guess(ids, "both")
+    assert both.tolist() == [[0, 1, 2, 0, 1, 2]]
+    assert counts.guess(torch.tensor([[1, 4, 0]]), "both")[0, 1].item() == 2  # (b, ?, a) never seen: left table
+    # special ids (>= V) as neighbours: back off
+    assert counts.guess(torch.tensor([[7, 1, 8]]), "both")[0, 1].item() == 0
+    with pytest.raises(ValueError, match="context"):
+        counts.guess(ids, "right")
+    with pytest.raises(ValueError, match="outside"):
+        tr.NeighbourCounts(torch.tensor([0, 1, 5]), 5)
+
+
+def test_swap_examples_swap_two_adjacent_characters_in_the_positive_half():
+    text = torch.arange(200) % 7
+    inputs, segments, labels = tr.swap_examples(text, 400, 10, 7, generator=torch.Generator().manual_seed(0))
+    assert inputs.shape == segments.shape == (400, 12) and labels.shape == (400,)
+    assert (inputs[:, 0] == 7).all() and (inputs[:, -1] == 8).all() and (segments == 0).all()
+    assert 0.4 < labels.float().mean() < 0.6
+    body = inputs[:, 1:-1]
+    steps = (body[:, 1:] - body[:, :-1]) % 7  # 1 everywhere in the original text
+    assert (steps[labels == 0] == 1).all()
+    changed = (steps[labels == 1] != 1).sum(1)
+    assert ((changed >= 1) & (changed <= 3)).all()
+
+
+def test_cls_step_reads_the_two_way_head():
+    torch.manual_seed(0)
+    bert = tr.MiniBERT(7, d_model=16, num_heads=2, num_layers=1, max_len=12, dropout=0.0)
+    inputs, segments, labels = tr.swap_examples(torch.arange(200) % 7, 8, 10, 7)
+    out = tr.cls_step(bert, (inputs, segments, labels))
+    _, logits = bert(inputs, segments)
+    assert torch.allclose(out["loss"], F.cross_entropy(logits, labels))
+    with pytest.raises(ValueError, match="cls_step expects batches of 3"):
+        tr.cls_step(bert, (inputs, segments))
+
+
+def test_layer_stack_lm_is_causal_and_normalizes_a_pre_norm_output():
+    torch.manual_seed(0)
+    for norm_first in (False, True):
+        model = tr.LayerStackLM(9, norm_first, num_layers=2, d_model=16, block_size=6).eval()
+        assert isinstance(model.norm, nn.LayerNorm) == norm_first
+        x = torch.randint(9, (2, 6))
+        changed = x.clone()
+        changed[:, 4] = (x[:, 4] + 1) % 9
+        with torch.no_grad():
+            a, b = model(x), model(changed)
+        assert a.shape == (2, 6, 9)
+        assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)  # earlier positions never see position 4
+        assert not torch.allclose(a[:, 4:], b[:, 4:])
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside"):
+        model(torch.full((1, 3), 9))
+
+
+def test_a_gpt_block_is_a_pre_norm_gelu_encoder_layer_with_causal_attention():
+    config = tr.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=16, dropout=0.0)
+    torch.manual_seed(0)
+    block = tr.GPTBlock(config).eval()
+    assert isinstance(block, tr.EncoderLayer) and block.norm_first
+    theirs = nn.TransformerEncoderLayer(16, 2, 64, dropout=0.0, activation="gelu", norm_first=True,
+                                        batch_first=True).eval()
+    block.load_torch_weights(theirs)
+    x = torch.randn(3, 8, 16)
+    expected = theirs(x, src_mask=nn.Transformer.generate_square_subsequent_mask(8), is_causal=True)
+    torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-5)

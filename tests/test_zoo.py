@@ -197,3 +197,22 @@ def test_a_damaged_model_file_gives_one_clear_error(models, damage):
         zoo.load_model("damaged", model)
     assert str(path) in str(err.value) and "Delete it" in str(err.value)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_gpt_with_tied_weights_survives_the_zoo(models):
+    # chapter 05 saves its char-GPT; later chapters build a GPT from the saved config and load it
+    from dlbook import transformer as tr
+
+    torch.manual_seed(0)
+    config = tr.GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=16)
+    gpt = tr.GPT(config)
+    zoo.save_model("char-gpt", gpt, info={"config": dict(vars(config)), "vocab": "abc"})
+    again = tr.GPT(tr.GPTConfig(**{**vars(config)}))
+    info = zoo.load_model("char-gpt", again)
+    rebuilt = tr.GPT(tr.GPTConfig(**info["config"]))
+    zoo.load_model("char-gpt", rebuilt)
+    x = torch.randint(11, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), gpt.eval()(x))
+    assert rebuilt.lm_head.weight is rebuilt.tok_embed.weight  # still tied after loading
+    assert info["vocab"] == "abc" and info["class"] == "GPT"

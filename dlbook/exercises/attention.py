@@ -210,7 +210,7 @@ def _forbid_attention(rule: str):
         rule, (nn.MultiheadAttention, "forward"), (F, "multi_head_attention_forward"),
         (F, "scaled_dot_product_attention"), (attention, "scaled_dot_product_attention"),
         (attention, "local_attention"), (attention.MultiHeadAttention, "forward"),
-        (attention.MultiHeadAttention, "load_torch_weights"), (transformer.CausalSelfAttention, "forward")))
+        (attention.MultiHeadAttention, "load_torch_weights"), (transformer.GPTBlock, "forward")))
     stack.enter_context(_forbid_torch_functions(rule, ATTENTION_OPS))
     stack.enter_context(forbid_ops(rule, *ATTENTION_OPS))
     return stack

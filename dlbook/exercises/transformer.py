@@ -225,3 +225,68 @@ def _changed_fraction(answer) -> None:
                 raise Wrong("the random token is drawn from the V tokens of the vocabulary.")
         raise Wrong(f"for p_mask={p}, V={V} your answer is {got:.6f}; follow one position through the three "
                     f"cases and ask, in each, whether the input differs from the original.")
+
+
+def _beam_step(scores: torch.Tensor, log_p: torch.Tensor):
+    B, k, V = log_p.shape
+    total = (scores[:, :, None] + log_p).reshape(B, k * V)  # (B, k V)
+    new, index = total.topk(k, dim=-1)  # (B, k), best first
+    return new, index // V, index % V
+
+
+@exercise(
+    "transformer.beam_step",
+    "Write beam_step(scores, log_p), one step of beam search. scores (B, k) holds the total "
+    "log-probability of each row's k live hypotheses; log_p (B, k, V) the log-probability of every "
+    "next token after each of them. Return (new_scores, beam, token), each of shape (B, k): the k "
+    "most probable extensions of each row, best first, with the hypothesis each one extends and the "
+    "token it appends. A hypothesis with score -inf (at the first step only one is live) must not be "
+    "extended.",
+    "Add each hypothesis's score to its tokens' log-probabilities, (B, k, 1) + (B, k, V), flatten the "
+    "last two dimensions to k*V candidates per row, and take the top k: a flat index i is hypothesis "
+    "i // V and token i % V. The k best may all extend one hypothesis and drop the others; that is "
+    "how beam search can abandon the prefix greedy decoding would have followed. A -inf score stays "
+    "-inf after the sum, so a dead hypothesis is only picked when fewer than k live extensions exist.",
+)
+def _beam_step_check(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function beam_step(scores, log_p).")
+    gen = torch.Generator().manual_seed(random.randrange(2**31))
+    first = torch.tensor([[0.0, -math.inf, -math.inf]]).expand(2, 3).clone()
+    cases = [(first, torch.log_softmax(torch.randn(2, 3, 5, generator=gen), -1)),
+             (torch.tensor([[-0.1, -3.0]]), torch.log(torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]])))]
+    for B, k, V in [(3, 4, 7), (2, 2, 10), (1, 5, 6), (4, 3, 3)]:
+        scores = -3 * torch.rand(B, k, generator=gen)
+        cases.append((scores.sort(-1, descending=True).values,
+                      torch.log_softmax(2 * torch.randn(B, k, V, generator=gen), -1)))
+    for scores, log_p in cases:
+        got = answer(scores.clone(), log_p.clone())
+        where = f"for B, k, V = {tuple(log_p.shape)}"
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            raise Wrong(f"{where} return a tuple (new_scores, beam, token).")
+        new, beam, token = got
+        if not all(isinstance(t, torch.Tensor) and t.shape == scores.shape for t in got):
+            raise Wrong(f"{where} each of new_scores, beam and token must be a tensor of shape "
+                        f"{tuple(scores.shape)}.")
+        want_new, want_beam, want_token = _beam_step(scores, log_p)
+        if torch.allclose(new.double(), want_new.double(), atol=1e-5) and torch.equal(beam.long(), want_beam) \
+                and torch.equal(token.long(), want_token):
+            continue
+        B, k, V = log_p.shape
+        own = torch.gather(scores[:, :, None] + log_p, 2, log_p.argmax(-1, keepdim=True))[..., 0]
+        if torch.allclose(new.sort(-1, descending=True).values, want_new, atol=1e-5) and not torch.allclose(
+                new, want_new, atol=1e-5):
+            raise Wrong(f"{where} you have the right extensions, but return them best first.")
+        if torch.allclose(new.sort(-1, descending=True).values, own.sort(-1, descending=True).values, atol=1e-5):
+            raise Wrong(f"{where} you extend every hypothesis by its own best token. The k best of all "
+                        f"k*V extensions can take several from one hypothesis and none from another.")
+        only_log_p = log_p.reshape(B, k * V).topk(k, dim=-1).values
+        if torch.allclose(new, only_log_p, atol=1e-5):
+            raise Wrong(f"{where} a hypothesis's score is the total log-probability of all its tokens so "
+                        f"far, not only of the newest.")
+        if torch.allclose(new, want_new, atol=1e-5):
+            raise Wrong(f"{where} the scores are right, but beam or token is not: which hypothesis and which "
+                        f"token does a flat index into the (k, V) candidates stand for?")
+        raise Wrong(f"{where} your new scores are {[round(v, 3) for v in new[0].tolist()]}; work one row "
+                    f"by hand: add each hypothesis's score to each of its tokens' log-probabilities, "
+                    f"and keep the k largest sums.")
