@@ -1434,7 +1434,9 @@ def mlm_step(model: MiniBERT, batch) -> dict:
     """A BERT pretraining step: masked-LM loss plus next-sentence loss.
 
     Returns ``loss`` (their sum), ``mlm_loss``, ``mlm_acc`` (accuracy at
-    the positions chosen for prediction) and ``nsp_acc``.
+    the positions chosen for prediction), ``mask_acc`` (accuracy at the
+    chosen positions shown as [MASK], where the input does not hold the
+    answer) and ``nsp_acc``.
 
     Shapes:
         batch: inputs, segments, targets (B, T); is_next (B,)
@@ -1446,5 +1448,8 @@ def mlm_step(model: MiniBERT, batch) -> dict:
     nsp_loss = F.cross_entropy(nsp_logits, is_next)
     chosen = targets != IGNORE_INDEX
     mlm_acc = ((mlm_logits.argmax(-1) == targets) & chosen).sum() / chosen.sum().clamp(min=1)
+    shown = chosen & (inputs == model.mask_id)  # (B, T): shown as [MASK]
+    mask_acc = ((mlm_logits.argmax(-1) == targets) & shown).sum() / shown.sum().clamp(min=1)
     nsp_acc = (nsp_logits.argmax(-1) == is_next).float().mean()
-    return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_acc": mlm_acc, "nsp_acc": nsp_acc}
+    return {"loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "mlm_acc": mlm_acc, "mask_acc": mask_acc,
+            "nsp_acc": nsp_acc}

@@ -64,8 +64,45 @@ def _beam_unsorted(scores, log_p):
     return new.flip(-1), beam.flip(-1), token.flip(-1)
 
 
+def _cached(q, kc, vc, kn, vn):
+    k, v = torch.cat([kc, kn], 1), torch.cat([vc, vn], 1)
+    w = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), -1)
+    return w @ v, k, v
+
+
+def _cached_old_only(q, kc, vc, kn, vn):
+    out, k, v = _cached(q, kc, vc, kn, vn)
+    if kc.shape[1] == 0:
+        return out, k, v
+    w = torch.softmax(q @ kc.transpose(1, 2) / math.sqrt(q.shape[-1]), -1)
+    return w @ vc, k, v
+
+
+def _cached_unscaled(q, kc, vc, kn, vn):
+    _, k, v = _cached(q, kc, vc, kn, vn)
+    return torch.softmax(q @ k.transpose(1, 2), -1) @ v, k, v
+
+
+def _cached_prepended(q, kc, vc, kn, vn):
+    out, _, _ = _cached(q, kc, vc, kn, vn)
+    return out, torch.cat([kn, kc], 1), torch.cat([vn, vc], 1)
+
+
+def _cached_sdpa(q, kc, vc, kn, vn):
+    k, v = torch.cat([kc, kn], 1), torch.cat([vc, vn], 1)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v), k, v
+
+
+def _cached_dlbook(q, kc, vc, kn, vn):
+    from dlbook import attention
+    k, v = torch.cat([kc, kn], 1), torch.cat([vc, vn], 1)
+    out = attention.scaled_dot_product_attention(q, k, v)
+    return (out[0] if isinstance(out, tuple) else out), k, v
+
+
 RIGHT = {
     "transformer.beam_step": _beam,
+    "transformer.cached_attention": _cached,
     "transformer.decoder_layer_params": _params,
     "transformer.prefix_lm_mask": _prefix,
     "transformer.top_p": _top_p,
@@ -94,6 +131,16 @@ def _top_p_rescaled(logits, p):
 
 
 WRONG = {
+    "transformer.cached_attention": [
+        (_cached_old_only, "see itself too"),
+        (_cached_unscaled, "not scaled"),
+        (_cached_prepended, "oldest token first"),
+        (lambda *a: _cached(*a)[0], "tuple"),
+        (lambda q, kc, vc, kn, vn: (_cached(q, kc, vc, kn, vn)[0], kc, vc), "t + 1"),
+        (_cached_sdpa, "the rule is"),
+        (_cached_dlbook, "the rule is"),
+        (1, "function"),
+    ],
     "transformer.beam_step": [
         (_beam_own_best, "its own best token"),
         (_beam_no_scores, "total log-probability"),
@@ -152,6 +199,7 @@ WRONG = {
 
 # What a hint must never print: the explanation's key facts
 SECRETS = {
+    "transformer.cached_attention": ["k = cat(k_cache, k_new)", "causality comes for free"],
     "transformer.beam_step": ["hypothesis i // V and token i % V"],
     "transformer.decoder_layer_params": ["2 * 4 * (d^2 + d)", "3 * 2d"],
     "transformer.prefix_lm_mask": ["(j < n_prompt) | (j <= i)"],

@@ -499,7 +499,13 @@ def test_mini_bert_shapes_and_step():
     mlm, nsp = model(batch[0], batch[1])
     assert mlm.shape == (8, 13, 20) and nsp.shape == (8, 2)
     out = tr.mlm_step(model, batch)
-    assert set(out) == {"loss", "mlm_loss", "mlm_acc", "nsp_acc"}
+    assert set(out) == {"loss", "mlm_loss", "mlm_acc", "mask_acc", "nsp_acc"}
+    right = mlm.argmax(-1) == batch[2]
+    chosen = batch[2] != -100
+    shown = chosen & (batch[0] == 22)  # [MASK] = V + 2
+    assert 0 < shown.sum() < chosen.sum()  # some chosen positions are not shown as [MASK]
+    assert torch.isclose(out["mlm_acc"], right[chosen].float().mean())
+    assert torch.isclose(out["mask_acc"], right[shown].float().mean())
     assert torch.allclose(out["loss"], out["mlm_loss"] + F.cross_entropy(nsp, batch[3]), atol=1e-5)
     loader = tr.BertBatches(torch.arange(300) % 20, 5, 4, 20)
     first = next(iter(loader))

@@ -290,3 +290,73 @@ def _beam_step_check(answer) -> None:
         raise Wrong(f"{where} your new scores are {[round(v, 3) for v in new[0].tolist()]}; work one row "
                     f"by hand: add each hypothesis's score to each of its tokens' log-probabilities, "
                     f"and keep the k largest sums.")
+
+
+def _cached_attention(q, k_cache, v_cache, k_new, v_new):
+    k = torch.cat([k_cache, k_new], dim=1)  # (B, t + 1, d)
+    v = torch.cat([v_cache, v_new], dim=1)
+    weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, 1, t + 1)
+    return weights @ v, k, v
+
+
+@exercise(
+    "transformer.cached_attention",
+    "Write cached_attention(q, k_cache, v_cache, k_new, v_new): one step of generation through a "
+    "key-value cache, for one attention head. q, k_new and v_new, each (B, 1, d), are the query, key and "
+    "value of the newest token; k_cache and v_cache, each (B, t, d), hold the keys and values of the t "
+    "tokens before it, oldest first (t may be 0). Return (out, k_cache, v_cache): out (B, 1, d), the "
+    "newest token's causal self-attention output, and the two caches with the newest key and value "
+    "appended. Compute the attention yourself: PyTorch's and dlbook's attention functions are not "
+    "allowed (the check enforces it).",
+    "Append first, then attend: the newest token attends to every earlier token *and to itself*, so its "
+    "query meets the t cached keys plus its own, k = cat(k_cache, k_new) along the time axis, and the "
+    "output is softmax(q k^T / sqrt(d)) v over those t + 1 positions. No mask is needed: the cache holds "
+    "only earlier tokens, so causality comes for free. The step costs O(t d), against O(t^2 d) for "
+    "running the whole prefix again, which is what the chapter's timing measures.",
+)
+def _cached_attention_check(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function cached_attention(q, k_cache, v_cache, k_new, v_new).")
+    from .attention import _forbid_attention
+
+    rule = "compute the attention yourself, with no attention function from torch or dlbook"
+    gen = torch.Generator().manual_seed(random.randrange(2**31))
+    for B, t, d in [(2, 5, 8), (1, 0, 4), (3, 1, 16), (2, 11, 6), (1, 3, 32)]:
+        q, k_new, v_new = (2 * torch.randn(B, 1, d, generator=gen) for _ in range(3))
+        k_cache, v_cache = (2 * torch.randn(B, t, d, generator=gen) for _ in range(2))
+        where = f"for B, t, d = {B}, {t}, {d}"
+        with _forbid_attention(rule):
+            got = answer(q.clone(), k_cache.clone(), v_cache.clone(), k_new.clone(), v_new.clone())
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            raise Wrong(f"{where} return a tuple (out, k_cache, v_cache).")
+        out, k_got, v_got = got
+        want, k_want, v_want = _cached_attention(q, k_cache, v_cache, k_new, v_new)
+        if not all(isinstance(x, torch.Tensor) for x in got):
+            raise Wrong(f"{where} out, k_cache and v_cache must be tensors.")
+        if k_got.shape != k_want.shape or v_got.shape != v_want.shape:
+            raise Wrong(f"{where} the caches you return have shapes {tuple(k_got.shape)} and "
+                        f"{tuple(v_got.shape)}; after this step they hold t + 1 = {t + 1} positions.")
+        if not (torch.equal(k_got, k_want) and torch.equal(v_got, v_want)):
+            if torch.equal(k_got, torch.cat([k_new, k_cache], 1)):
+                raise Wrong(f"{where} the caches keep the oldest token first: the newest goes at the end.")
+            raise Wrong(f"{where} the caches you return are not the old caches with the newest key and "
+                        f"value appended.")
+        if out.shape != want.shape:
+            raise Wrong(f"{where} out has shape {tuple(out.shape)}; expected {tuple(want.shape)}.")
+        if torch.allclose(out, want, atol=1e-5):
+            continue
+        if t > 0:
+            old_only = torch.softmax(q @ k_cache.transpose(1, 2) / math.sqrt(d), -1) @ v_cache
+            if torch.allclose(out, old_only, atol=1e-5):
+                raise Wrong(f"{where} your newest token attends to the earlier tokens only. Causal "
+                            f"attention lets a position see itself too.")
+        unscaled = torch.softmax(q @ k_want.transpose(1, 2), -1) @ v_want
+        if torch.allclose(out, unscaled, atol=1e-5):
+            raise Wrong(f"{where} the scores are not scaled: the chapter's attention divides them by a "
+                        f"square root.")
+        wrong_axis = torch.softmax(q @ k_want.transpose(1, 2) / math.sqrt(d), 1) @ v_want
+        if torch.allclose(out, wrong_axis, atol=1e-5):
+            raise Wrong(f"{where} the weights must sum to 1 over the keys (the last axis).")
+        raise Wrong(f"{where} your output differs from the newest token's attention output by up to "
+                    f"{(out - want).abs().max():.3g}; write out the scores of one query against every key "
+                    f"it may see.")
