@@ -463,8 +463,11 @@ class VAE(nn.Module):
             -> (n, 1, 28, 28)
         """
         n = check_int(n, "n", 1)
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)  # (n, D)
+        weight = next(self.parameters())
+        # drawn where the generator lives (a CPU generator on a GPU model), then moved
+        z = torch.randn(n, self.latent_dim, generator=generator,
+                        device=generator.device if generator is not None else weight.device)
+        z = z.to(weight.device, weight.dtype)  # (n, D)
         return torch.sigmoid(self.decode(z, y))
 
 

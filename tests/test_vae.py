@@ -457,3 +457,14 @@ def test_latent_grid():
     assert grid.shape == (16, 1, 28, 28)
     with pytest.raises(ValueError, match="2-D latent"):
         vae.latent_grid(vae.mlp_vae(3, hidden=(8,)))
+
+
+def test_sample_draws_z_where_the_generator_lives(small_vae):
+    # the same z as a CPU generator draws, decoded: a CPU generator must also serve a model on a GPU
+    got = small_vae.sample(5, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(5, small_vae.latent_dim, generator=torch.Generator().manual_seed(3)).double()
+    with torch.no_grad():
+        want = torch.sigmoid(small_vae.decode(z))
+    assert got.shape == (5, 1, 28, 28)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, small_vae.sample(5, generator=torch.Generator().manual_seed(4)))
