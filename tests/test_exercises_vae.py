@@ -33,10 +33,54 @@ def _neg_iwae(log_w):
     return -(m + (log_w - m).exp().sum(0).log() - math.log(log_w.shape[0]))
 
 
+def _log_weights(model, x, eps):
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * eps  # (k, B, D)
+    k, B, D = eps.shape
+    logits = model.decode(z.reshape(k * B, D))
+    xs = x.repeat(k, 1, 1, 1)
+    log_px_z = -(torch.nn.functional.softplus(logits) - xs * logits).flatten(1).sum(1).view(k, B)
+    log_pz = -0.5 * (z ** 2).sum(-1)
+    log_qz = -0.5 * (logvar + eps ** 2).sum(-1)
+    return log_px_z + log_pz - log_qz
+
+
+def _log_weights_no_q(model, x, eps):
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * eps
+    return _log_weights(model, x, eps) - 0.5 * (logvar + eps ** 2).sum(-1)
+
+
+def _log_weights_no_prior(model, x, eps):
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * eps
+    return _log_weights(model, x, eps) + 0.5 * (z ** 2).sum(-1)
+
+
+def _log_weights_one_constant(model, x, eps):
+    return _log_weights(model, x, eps) - 0.5 * eps.shape[-1] * math.log(2 * math.pi)
+
+
+def _log_weights_library(model, x, eps):
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * eps
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    k, B, D = eps.shape
+    logits = model.decode(z.reshape(k * B, D))
+    log_px_z = -vae.bernoulli_nll(logits, x.repeat(k, 1, 1, 1)).view(k, B)
+    return log_px_z + p.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+
+
+def _log_weights_via_iwae(model, x, eps):
+    return -vae.iwae_bound(model, x, k=eps.shape[0], eps=eps).expand(eps.shape[0], -1)
+
+
 RIGHT = {
     "vae.kl_two_gaussians": _kl,
     "vae.doubling_layer": _doubling,
     "vae.iwae_from_log_weights": _neg_iwae,
+    "vae.log_weights": _log_weights,
 }
 
 
@@ -85,6 +129,16 @@ WRONG = {
         (lambda k: (2, vae.conv_transpose_output_size(7, k, 2) and 1, 0), "the rule"),
         (lambda k: (2, int(torch.nn.ConvTranspose2d(1, 1, k, 2)(torch.zeros(1, 1, 7, 7)).shape[-1]), 0), "the rule"),
     ],
+    "vae.log_weights": [
+        (_log_weights_no_q, "divides by the proposal"),
+        (_log_weights_no_prior, "prior p(z) is missing"),
+        (_log_weights_one_constant, "off by a constant"),
+        (_log_weights_library, "the rule"),
+        (_log_weights_via_iwae, "the rule"),
+        (lambda m, x, e: _log_weights(m, x, e).T, "should have shape"),
+        (lambda m, x, e: _log_weights(m, x, e).tolist(), "tensor"),
+        (1, "function"),
+    ],
     "vae.iwae_from_log_weights": [
         (_naive_iwae, "underflows"),
         (lambda w: -_neg_iwae(w), "the sign"),
@@ -110,6 +164,7 @@ SECRETS = {
     "vae.kl_two_gaussians": ["log(sigma_p / sigma_q)", "0.5 * (logvar_p - logvar_q"],
     "vae.doubling_layer": ["P_out = k mod 2", "(2, 1, 0)", "(2, 1, 1)", "S = 2"],
     "vae.iwae_from_log_weights": ["Subtract the largest log-weight", "largest log-weight"],
+    "vae.log_weights": ["z = mu + exp(logvar / 2) * eps", "log 2pi terms cancel"],
 }
 
 

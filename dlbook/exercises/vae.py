@@ -224,3 +224,95 @@ def _iwae_from_log_weights(answer) -> None:
         if not torch.allclose(grad.double(), expected, atol=1e-4):
             raise Wrong(f"{where} the value is right but its gradient is not: did something detach a part of "
                         f"the computation?")
+
+
+def _log_weights_reference(model, x, eps) -> torch.Tensor:
+    from .. import vae
+
+    mu, logvar = model.encode(x)  # (B, D)
+    z = mu + (0.5 * logvar).exp() * eps  # (k, B, D)
+    k, B, D = eps.shape
+    logits = model.decode(z.reshape(k * B, D))
+    log_px_z = -vae.bernoulli_nll(logits, x.repeat(k, 1, 1, 1)).view(k, B)
+    return log_px_z + vae.log_normal(z) - vae.log_normal(z, mu, logvar)  # (k, B)
+
+
+@exercise(
+    "vae.log_weights",
+    "Write log_weights(model, x, eps): the log importance weights log w_i = log p(x | z_i) + log p(z_i) - "
+    "log q(z_i | x) of a dlbook.vae.VAE for a batch x of B images (grey levels, shape (B, 1, 28, 28)), "
+    "with z_i = mu + sigma * eps_i drawn through the reparameterization from the given standard-normal "
+    "noise eps of shape (k, B, D). Return shape (k, B). Use model.encode (it returns mu and log sigma^2) "
+    "and model.decode (Bernoulli logits); p(x | z) is the chapter's Bernoulli decoder (cross-entropy "
+    "summed over the pixels), p(z) = N(0, I). Nothing else from dlbook.vae and nothing from "
+    "torch.distributions (the check enforces it).",
+    "mu, logvar = model.encode(x); z = mu + exp(logvar / 2) * eps broadcasts to (k, B, D); decode the k*B "
+    "codes at once and take log p(x|z) = -sum_j [softplus(l_j) - x_j l_j] per image (the cross-entropy "
+    "with its sign flipped, stable for any logit). The two Gaussian log-densities are "
+    "-1/2 sum_d [log 2pi + log s_d^2 + (z_d - m_d)^2 / s_d^2]; in their difference the log 2pi terms "
+    "cancel, and under q the last term is just eps_d^2. With neg_iwae of Exercise 3 on top, this is "
+    "vae.iwae_bound.",
+)
+def _log_weights_check(answer) -> None:
+    if not callable(answer):
+        raise Wrong("answer with a function log_weights(model, x, eps).")
+    import torch.distributions as dist
+
+    from .. import vae
+
+    rule = "build the weights from model.encode and model.decode; nothing else from dlbook.vae or " \
+           "torch.distributions"
+    gen = _fresh_generator()
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+    try:
+        models = [vae.mlp_vae(3, hidden=(16,)).double(), vae.mlp_vae(5, hidden=(8, 8)).double()]
+    finally:
+        torch.random.set_rng_state(torch_state)
+    for model, (k, B) in zip(models * 2, [(4, 3), (1, 2), (6, 1), (3, 5)]):
+        model.eval()
+        x = torch.rand(B, 1, 28, 28, generator=gen, dtype=torch.float64)
+        eps = torch.randn(k, B, model.latent_dim, generator=gen, dtype=torch.float64)
+        where = f"for k = {k} samples of B = {B} images, a {model.latent_dim}-D latent"
+        public = [(m, n) for m, n in module_functions(vae) if not n.startswith("_")]  # encode's helpers stay
+        targets = [*public, (vae.VAE, "forward"), (vae.VAE, "sample"),
+                   (dist.Normal, "log_prob"), (dist.Bernoulli, "log_prob"),
+                   (dist.ContinuousBernoulli, "log_prob"), (dist.Independent, "log_prob"),
+                   (dist.MultivariateNormal, "log_prob")]
+        with torch.no_grad(), forbid_functions(rule, *targets):
+            got = answer(model, x.clone(), eps.clone())
+        if not isinstance(got, torch.Tensor):
+            raise Wrong(f"{where} you return a {type(got).__name__}; return a tensor.")
+        if tuple(got.shape) != (k, B):
+            raise Wrong(f"{where} the result should have shape ({k}, {B}): one log-weight per sample and "
+                        f"image; yours has shape {tuple(got.shape)}.")
+        with torch.no_grad():
+            want = _log_weights_reference(model, x, eps)
+            mu, logvar = model.encode(x)
+            z = mu + (0.5 * logvar).exp() * eps
+            log_pz, log_qz = vae.log_normal(z), vae.log_normal(z, mu, logvar)
+        value = got.double()
+        if torch.allclose(value, want, atol=1e-6):
+            continue
+        D = model.latent_dim
+        const = 0.5 * D * math.log(2 * math.pi)  # with or without the normalizing constant
+        if any(torch.allclose(value, want + log_qz + c, atol=1e-6) for c in (0.0, const)):
+            raise Wrong(f"{where} you return log p(x, z): the weight divides by the proposal q(z | x) that "
+                        f"drew z.")
+        if any(torch.allclose(value, want - log_pz - c, atol=1e-6) for c in (0.0, const)):
+            raise Wrong(f"{where} the prior p(z) is missing from the weight: w = p(x | z) p(z) / q(z | x).")
+        if any(torch.allclose(value, want + s * 0.5 * D * math.log(2 * math.pi), atol=1e-6) for s in (1, -1)):
+            raise Wrong(f"{where} you are off by a constant: one of the two Gaussian log-densities has its "
+                        f"normalizing constant and the other has not.")
+        z_wrong = mu + logvar * eps
+        with torch.no_grad():
+            logits = model.decode(z_wrong.reshape(-1, D))
+            lp = -vae.bernoulli_nll(logits, x.repeat(k, 1, 1, 1)).view(k, B)
+            alt = lp + vae.log_normal(z_wrong) - vae.log_normal(z_wrong, mu, logvar)
+        if torch.allclose(value, alt, atol=1e-4):
+            raise Wrong(f"{where} the encoder returns log sigma^2, not sigma: sigma = exp(logvar / 2).")
+        log_px_z = want - log_pz + log_qz
+        if torch.allclose(value - (want - log_px_z), log_px_z / 784, atol=1e-6):
+            raise Wrong(f"{where} log p(x | z) is a sum over the 784 pixels, not a mean.")
+        raise Wrong(f"{where} your log-weights differ from the right ones by up to "
+                    f"{(value - want).abs().max():.3g}; check each of the three terms on one image.")
