@@ -1206,8 +1206,9 @@ class NeighbourCounts:
     neighbours: ``context="left"``, $\arg\max_c n(x_{t-1}, c)$;
     ``"both"``, $\arg\max_c n(x_{t-1}, c, x_{t+1})$; ``"none"``, the commonest
     token. Where a neighbour is missing or not in the vocabulary (a
-    sequence's edge, [CLS], [SEP]), or the pair was never seen, it backs off
-    to the left table, then to the commonest token.
+    sequence's edge, [CLS], [SEP], [MASK]), or the pair was never seen,
+    ``"both"`` backs off to the left table, then to the right neighbour
+    alone ($\arg\max_c n(c, x_{t+1})$), then to the commonest token.
 
     Shapes:
         ids: (B, T) -> guesses (B, T)
@@ -1248,7 +1249,12 @@ class NeighbourCounts:
         guess = torch.where(use, row.argmax(-1), guess)
         if context == "both":
             has_next = (nxt >= 0) & (nxt < V)
-            row = self.both[p, nxt.clamp(0, V - 1)]  # (B, T, V)
+            n = nxt.clamp(0, V - 1)
+            # no usable left neighbour: the token that most often precedes the right one
+            column = self.left[:, n].movedim(0, -1)  # (B, T, V): counts of (c, next) over c
+            use = ~use & has_next & (column.sum(-1) > 0)
+            guess = torch.where(use, column.argmax(-1), guess)
+            row = self.both[p, n]  # (B, T, V)
             use = has_prev & has_next & (row.sum(-1) > 0)
             guess = torch.where(use, row.argmax(-1), guess)
         return guess

@@ -126,6 +126,8 @@ def test_exercises_are_checked_and_solutions_hidden(path):
     assert set(keys) <= set(exercises.keys()), f"unknown exercise keys: {set(keys) - set(exercises.keys())}"
     solutions = [c for c in code if is_solution(c)]
     assert len(solutions) >= 3
+    untagged = [source(c)[:60] for c in code if "### BEGIN SOLUTION" in source(c) and not is_solution(c)]
+    assert not untagged, f"cells with a solution but no 'solution' tag (shown on the website): {untagged}"
     for cell in solutions:
         assert "hide-input" in cell["metadata"]["tags"], "a solution cell must be collapsed on the website"
     student, count = student_notebook(nb)

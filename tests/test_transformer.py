@@ -657,6 +657,9 @@ def test_neighbour_counts_guess_from_the_tables():
     assert counts.guess(torch.tensor([[1, 4, 0]]), "both")[0, 1].item() == 2  # (b, ?, a) never seen: left table
     # special ids (>= V) as neighbours: back off
     assert counts.guess(torch.tensor([[7, 1, 8]]), "both")[0, 1].item() == 0
+    # no left neighbour but a right one: what most often precedes it (b precedes c twice)
+    assert counts.guess(torch.tensor([[7, 9, 2]]), "both")[0, 1].item() == 1
+    assert counts.guess(torch.tensor([[7, 9, 2]]), "left")[0, 1].item() == 0  # the left table never looks right
     with pytest.raises(ValueError, match="context"):
         counts.guess(ids, "right")
     with pytest.raises(ValueError, match="outside"):
