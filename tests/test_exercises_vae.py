@@ -72,6 +72,19 @@ def _log_weights_library(model, x, eps):
     return log_px_z + p.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
 
 
+def _log_weights_low_rank(model, x, eps):  # a Gaussian log-density under another name
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * eps
+    k, B, D = eps.shape
+    zeros = torch.zeros(D, 1, dtype=mu.dtype)
+    q = torch.distributions.LowRankMultivariateNormal(mu, zeros, logvar.exp())
+    p = torch.distributions.LowRankMultivariateNormal(torch.zeros_like(mu), zeros, torch.ones_like(mu))
+    logits = model.decode(z.reshape(k * B, D))
+    xs = x.repeat(k, 1, 1, 1)
+    log_px_z = -(torch.nn.functional.softplus(logits) - xs * logits).flatten(1).sum(1).view(k, B)
+    return log_px_z + p.log_prob(z) - q.log_prob(z)
+
+
 def _log_weights_via_iwae(model, x, eps):
     return -vae.iwae_bound(model, x, k=eps.shape[0], eps=eps).expand(eps.shape[0], -1)
 
@@ -135,6 +148,7 @@ WRONG = {
         (_log_weights_one_constant, "off by a constant"),
         (_log_weights_library, "the rule"),
         (_log_weights_via_iwae, "the rule"),
+        (_log_weights_low_rank, "the rule"),
         (lambda m, x, e: _log_weights(m, x, e).T, "should have shape"),
         (lambda m, x, e: _log_weights(m, x, e).tolist(), "tensor"),
         (1, "function"),

@@ -226,6 +226,17 @@ def _iwae_from_log_weights(answer) -> None:
                         f"the computation?")
 
 
+def _every_log_prob(dist) -> list[tuple]:
+    """(class, "log_prob") of every distribution in torch.distributions that defines its own."""
+    found, todo = [], [dist.Distribution]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if "log_prob" in vars(cls) and (cls, "log_prob") not in found:
+            found.append((cls, "log_prob"))
+    return found
+
+
 def _log_weights_reference(model, x, eps) -> torch.Tensor:
     from .. import vae
 
@@ -275,10 +286,7 @@ def _log_weights_check(answer) -> None:
         eps = torch.randn(k, B, model.latent_dim, generator=gen, dtype=torch.float64)
         where = f"for k = {k} samples of B = {B} images, a {model.latent_dim}-D latent"
         public = [(m, n) for m, n in module_functions(vae) if not n.startswith("_")]  # encode's helpers stay
-        targets = [*public, (vae.VAE, "forward"), (vae.VAE, "sample"),
-                   (dist.Normal, "log_prob"), (dist.Bernoulli, "log_prob"),
-                   (dist.ContinuousBernoulli, "log_prob"), (dist.Independent, "log_prob"),
-                   (dist.MultivariateNormal, "log_prob")]
+        targets = [*public, (vae.VAE, "forward"), (vae.VAE, "sample"), *_every_log_prob(dist)]
         with torch.no_grad(), forbid_functions(rule, *targets):
             got = answer(model, x.clone(), eps.clone())
         if not isinstance(got, torch.Tensor):
