@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,16 @@ def test_write_must_be_callable_and_data_bytes(tmp_path):
     with pytest.raises(TypeError, match="bytes"):
         dio.atomic_write_bytes(tmp_path / "f", "text")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_atomic_write_gives_the_mode_a_plain_write_would(tmp_path):
+    # results and sample grids are read by whoever builds or serves the site, not only their writer
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_bytes(b"x")
+        written = dio.atomic_write_bytes(tmp_path / "atomic.txt", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
